@@ -1,0 +1,96 @@
+"""Data for hf_multimix: embedded offline data sets, users' files, Hugging Face datasets.
+
+Everything loads into a :class:`ClassificationData` (``train`` / optional ``eval``
+:class:`Split` s of uint8 images or texts with int64 labels). Typical use::
+
+    from hf_multimix.data import load_data, split, torch_dataset, ImageCollator
+
+    data = split(load_data("mnist"), train_per_class=50, seed=0)   # 500 train / 4500 eval
+    train_ds = torch_dataset(data, "train")
+    collate = ImageCollator(224, mean=(0.5,) * 3, std=(0.5,) * 3)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+from .base import ClassificationData, Split, split
+from .embedded import TWEETS_CLASS_NAMES, digits, mnist, tweets, tweets_csv_path
+from .files import IMAGE_EXTENSIONS, from_hf, hf_dataset, image_folder, text_csv
+from .torch_data import ImageCollator, ImageDataset, TextCollator, TextDataset, torch_dataset
+
+__all__ = [
+    "ClassificationData",
+    "Split",
+    "split",
+    "load_data",
+    "EMBEDDED_DATASETS",
+    "mnist",
+    "digits",
+    "tweets",
+    "tweets_csv_path",
+    "TWEETS_CLASS_NAMES",
+    "image_folder",
+    "text_csv",
+    "hf_dataset",
+    "from_hf",
+    "IMAGE_EXTENSIONS",
+    "ImageDataset",
+    "TextDataset",
+    "torch_dataset",
+    "ImageCollator",
+    "TextCollator",
+]
+
+EMBEDDED_DATASETS: dict[str, Callable[..., ClassificationData]] = {
+    "mnist": mnist,
+    "digits": digits,
+    "tweets": tweets,
+}
+"""Names accepted by :func:`load_data` for the data sets that ship with the ``data`` extra."""
+
+_CHOICES = (
+    f"{', '.join(repr(n) for n in EMBEDDED_DATASETS)}, a folder of images (one subfolder per class), "
+    "a .csv file with 'text' and 'label' columns, or 'hf:<dataset name>'"
+)
+
+
+def load_data(name_or_path: str | Path, **kwargs: Any) -> ClassificationData:
+    """Load a data set by name or path.
+
+    Args:
+        name_or_path: ``"mnist"``, ``"digits"``, ``"tweets"`` (offline, shipped in packages);
+            a folder path (:func:`image_folder`); a ``.csv`` path (:func:`text_csv`); or
+            ``"hf:<dataset name>"`` (:func:`hf_dataset`, needs network).
+        **kwargs: Passed to the loader (e.g. ``image_size=`` for folders, ``text_column=`` for
+            CSVs, ``min_confidence=`` for tweets, ``label_column=`` for Hugging Face).
+
+    Returns:
+        The :class:`ClassificationData`; local sources come unsplit (use :func:`split`).
+
+    Raises:
+        ValueError: unknown name (the message lists the valid choices) or bad input.
+        FileNotFoundError: a path-like name that does not exist.
+    """
+    if isinstance(name_or_path, Path):
+        text = str(name_or_path)
+    elif isinstance(name_or_path, str):
+        text = name_or_path.strip()
+    else:
+        raise ValueError(f"expected a name or path, got {type(name_or_path).__name__}; valid choices: {_CHOICES}")
+    if not isinstance(name_or_path, Path):
+        if text.lower() in EMBEDDED_DATASETS:
+            return EMBEDDED_DATASETS[text.lower()](**kwargs)
+        if text.lower().startswith("hf:"):
+            return hf_dataset(text[3:].strip(), **kwargs)
+    path = Path(text).expanduser()
+    if path.is_dir():
+        return image_folder(path, **kwargs)
+    if path.suffix.lower() == ".csv":
+        return text_csv(path, **kwargs)  # raises FileNotFoundError naming the path if missing
+    if path.exists():
+        raise ValueError(f"{text!r} is a file but not a .csv; valid choices: {_CHOICES}")
+    if "/" in text or "\\" in text or path.suffix:
+        raise FileNotFoundError(f"{text!r} does not exist; valid choices: {_CHOICES}")
+    raise ValueError(f"unknown data set {text!r}; valid choices: {_CHOICES}")

