@@ -10,12 +10,21 @@ from .functional import (
     multimix,
     one_hot_targets,
     sample_lambda,
+    sample_pair_lambda,
 )
 from .losses import dense_multimix_loss, is_affine, multimix_loss, soft_cross_entropy
+from .adapters import BackboneAdapter, Features, find_adapter, register_adapter  # noqa: E402
+from .head import MultiMixHead, MultiMixOutput  # noqa: E402
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "BackboneAdapter",
+    "Features",
+    "MultiMixHead",
+    "MultiMixOutput",
+    "find_adapter",
+    "register_adapter",
     "attention_cam",
     "attention_pooled",
     "attention_uniform",
@@ -28,5 +37,6 @@ __all__ = [
     "multimix_loss",
     "one_hot_targets",
     "sample_lambda",
+    "sample_pair_lambda",
     "soft_cross_entropy",
 ]

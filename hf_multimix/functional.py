@@ -78,6 +78,27 @@ def sample_lambda(
     return g / total
 
 
+def sample_pair_lambda(m: int, alpha: float = 1.0, *, device: torch.device | str | None = None) -> Tensor:
+    """Pairwise (manifold) mixup as interpolation weights: `[m, m]`, column `k` mixes example
+    `k` with a random partner, `lam * e_k + (1 - lam) * e_perm(k)`, one `lam ~ Beta(alpha, alpha)`.
+
+    Feeding it to `multimix` / `multimix_loss` gives manifold mixup at the same layer, so the
+    baseline differs from MultiMix only in the weights.
+
+    Example:
+        >>> lam = sample_pair_lambda(4, alpha=1.0)
+        >>> lam.shape, bool(torch.allclose(lam.sum(0), torch.ones(4)))
+        (torch.Size([4, 4]), True)
+    """
+    check_positive_int(m, "m")
+    lo, hi = check_alpha(alpha)
+    a = torch.tensor(lo if lo == hi else lo + (hi - lo) * torch.rand(()).item())
+    lam = torch.distributions.Beta(a, a).sample().item()
+    perm = torch.randperm(m, device=device)
+    eye = torch.eye(m, device=device)
+    return lam * eye + (1.0 - lam) * eye[:, perm]
+
+
 def one_hot_targets(y: Tensor, num_classes: int, label_smoothing: float = 0.0) -> Tensor:
     """Turns `[m]` class ids or `[m, c]` probabilities into float32 `[m, c]` targets.
 

@@ -236,3 +236,17 @@ def test_errors_are_clear(call, exc, match):
 def test_odd_and_single_batches_work(m):
     z_mix, y_mix = multimix(torch.randn(m, 4), torch.arange(m) % 2, sample_lambda(m, 10), num_classes=2)
     assert torch.isfinite(z_mix).all() and torch.isfinite(y_mix).all()
+
+
+def test_pair_lambda_is_manifold_mixup():
+    torch.manual_seed(0)
+    from hf_multimix import sample_pair_lambda
+
+    lam = sample_pair_lambda(6, alpha=1.0)
+    torch.testing.assert_close(lam.sum(0), torch.ones(6))
+    # Each column mixes at most two examples, with one shared scalar.
+    assert ((lam > 0).sum(0) <= 2).all()
+    weights = {round(float(v), 5) for v in lam[lam > 0]}
+    assert len(weights) <= 3  # lam, 1 - lam, and 1 where an example is paired with itself
+    with pytest.raises(ValueError, match=r"alpha must be > 0"):
+        sample_pair_lambda(4, alpha=0.0)

@@ -1,0 +1,65 @@
+"""Adapters: one per backbone family, found by `find_adapter`.
+
+Users plug in a model family the adapters do not know with `register_adapter` (or pass
+`adapter=` to `MultiMixHead`); see docs/custom_adapters.md.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from .base import BackboneAdapter, Features
+
+_REGISTRY: list[type[BackboneAdapter]] = []
+
+
+def register_adapter(cls: type[BackboneAdapter]) -> type[BackboneAdapter]:
+    """Registers an adapter class; the latest registered is tried first. Usable as a decorator.
+
+    Example:
+        >>> @register_adapter
+        ... class MyAdapter(BackboneAdapter): ...  # doctest: +SKIP
+    """
+    if not (isinstance(cls, type) and issubclass(cls, BackboneAdapter)):
+        raise TypeError(f"register_adapter takes a BackboneAdapter subclass, got {cls!r}.")
+    if cls in _REGISTRY:
+        _REGISTRY.remove(cls)
+    _REGISTRY.insert(0, cls)
+    return cls
+
+
+def find_adapter(model: nn.Module) -> BackboneAdapter:
+    """Returns an adapter instance for `model`, or raises a `TypeError` saying how to add one."""
+    _load_builtin()
+    for cls in _REGISTRY:
+        if cls.matches(model):
+            return cls(model)
+    known = ", ".join(c.__name__ for c in _REGISTRY)
+    raise TypeError(
+        f"hf_multimix has no adapter for {type(model).__name__} (known: {known}). Subclass "
+        "hf_multimix.BackboneAdapter (implement matches, features, classify, classifier) and pass "
+        "MultiMixHead(model, adapter=MyAdapter(model)), or decorate it with @hf_multimix.register_adapter; "
+        "see docs/custom_adapters.md."
+    )
+
+
+_builtin_loaded = False
+
+
+def _load_builtin() -> None:
+    """Imports the built-in adapters once; they register themselves (lowest priority)."""
+    global _builtin_loaded
+    if _builtin_loaded:
+        return
+    _builtin_loaded = True
+    from . import hf_text, hf_vision, timm  # noqa: F401
+
+
+def register_builtin(cls: type[BackboneAdapter]) -> type[BackboneAdapter]:
+    """Registers a built-in adapter after (at lower priority than) user adapters."""
+    if cls not in _REGISTRY:
+        _REGISTRY.append(cls)
+    return cls
+
+
+__all__ = ["BackboneAdapter", "Features", "find_adapter", "register_adapter", "register_builtin"]

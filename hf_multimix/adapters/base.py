@@ -1,0 +1,137 @@
+"""The adapter contract: how `MultiMixHead` sees a backbone family.
+
+An adapter knows one family of models and nothing about the MultiMix maths. For a batch it
+returns the pooled embedding the classifier sees, optionally the per-position features in
+the same space (so the classifier applies at every position), a validity mask, and for
+ViT-like models the last block's CLS-to-patch attention. It also exposes the classifier as
+a function on `[..., d]` and says whether it is affine (then the exact logit shortcut holds).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from ..losses import is_affine
+
+
+@dataclass
+class Features:
+    """What an adapter extracts from one forward pass of the backbone.
+
+    Attributes:
+        pooled: the embedding the classifier sees, `[m, d]`.
+        tokens: per-position features in the classifier's input space, `[m, r, d]`, when asked
+            for; prefix tokens (CLS, distillation, registers) are not positions.
+        mask: bool `[m, r]`, True for real positions (False for padding); None means all real.
+        cls_attention: `[m, r]` CLS-to-position attention of the last block (ViT-like models),
+            when asked for and available.
+    """
+
+    pooled: Tensor
+    tokens: Tensor | None = None
+    mask: Tensor | None = None
+    cls_attention: Tensor | None = None
+
+
+class BackboneAdapter(ABC):
+    """Base class of all adapters. Subclass it to plug in a model family (docs/custom_adapters.md).
+
+    Subclasses implement `matches`, `features`, `classify` and `classifier`; the defaults of
+    the rest fit most models.
+
+    Attributes:
+        supports_tokens: whether `features(..., tokens=True)` can return positions.
+        supports_cls_attention: whether `features(..., cls_attention=True)` works.
+    """
+
+    supports_tokens: ClassVar[bool] = True
+    supports_cls_attention: ClassVar[bool] = False
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+
+    @classmethod
+    @abstractmethod
+    def matches(cls, model: nn.Module) -> bool:
+        """Whether this adapter knows `model`."""
+
+    @abstractmethod
+    def features(
+        self, inputs: Mapping[str, Any], *, tokens: bool = False, cls_attention: bool = False
+    ) -> Features:
+        """Runs the backbone on `inputs` (the model's keyword inputs, without labels)."""
+
+    @abstractmethod
+    def classify(self, z: Tensor) -> Tensor:
+        """The model's classifier on `[..., d]` embeddings, returning `[..., c]` logits."""
+
+    @property
+    @abstractmethod
+    def classifier(self) -> nn.Module:
+        """The module(s) `classify` runs; used to tell if the head is affine and its dtype."""
+
+    @property
+    def affine(self) -> bool:
+        """Whether `classify` is affine in `z` (the exact logit shortcut then holds)."""
+        return is_affine(self.classifier)
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes `c` the classifier predicts."""
+        out = getattr(self.classifier, "out_features", None)
+        if out is None:
+            linears = [mod for mod in self.classifier.modules() if isinstance(mod, nn.Linear)]
+            if not linears:
+                raise ValueError(f"cannot tell the number of classes of {type(self.model).__name__}'s classifier.")
+            out = linears[-1].out_features
+        return int(out)
+
+    def normalize_inputs(self, args: tuple, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """Turns the head's call arguments into the model's keyword inputs.
+
+        The default maps one positional tensor to `pixel_values` (images) and keeps keywords.
+        """
+        inputs = dict(kwargs)
+        if args:
+            if len(args) > 1:
+                raise TypeError(f"pass at most one positional input (the batch), got {len(args)}.")
+            inputs.setdefault(self.main_input_name, args[0])
+        return inputs
+
+    main_input_name: ClassVar[str] = "pixel_values"
+
+    def logits(self, inputs: Mapping[str, Any]) -> Tensor:
+        """The wrapped model's own logits: exactly what calling the model returns.
+
+        The main input goes positionally (timm and plain torch models take `model(x)`,
+        Hugging Face models take it as their first argument), the rest as keywords.
+        """
+        rest = dict(inputs)
+        out = self.model(rest.pop(self.main_input_name), **rest) if self.main_input_name in rest else self.model(**rest)
+        return out if isinstance(out, Tensor) else out.logits
+
+    def batch_size(self, inputs: Mapping[str, Any]) -> int:
+        """Examples in the batch, read from the main input."""
+        x = inputs.get(self.main_input_name)
+        if not isinstance(x, Tensor):
+            raise TypeError(
+                f"{type(self).__name__} expects a tensor '{self.main_input_name}' (got keys {sorted(inputs)})."
+            )
+        return x.shape[0]
+
+
+def tokens_from_map(feature_map: Tensor) -> Tensor:
+    """NCHW feature map `[m, d, h, w]` -> positions `[m, h*w, d]`."""
+    return feature_map.flatten(2).transpose(1, 2)
+
+
+def head_dtype(classifier: nn.Module) -> torch.dtype | None:
+    """dtype of the classifier's first parameter, or None if it has none."""
+    param = next(classifier.parameters(), None)
+    return None if param is None else param.dtype
