@@ -73,6 +73,10 @@ class MultiMixHead(nn.Module):
         >>> out.loss.backward()
     """
 
+    # The loss is a mean over mixes, not a sum over tokens: Trainer must scale it for
+    # gradient accumulation itself and not pass `num_items_in_batch`.
+    accepts_loss_kwargs = False
+
     def __init__(
         self,
         model: nn.Module,
@@ -149,6 +153,15 @@ class MultiMixHead(nn.Module):
         self.register_load_state_dict_pre_hook(_prefix_model_keys)
 
     @property
+    def config(self) -> Any:
+        """The wrapped model's configuration (Hugging Face models), else None."""
+        return getattr(self.model, "config", None)
+
+    @property
+    def main_input_name(self) -> str:
+        return getattr(self.model, "main_input_name", self.adapter.main_input_name)
+
+    @property
     def num_classes(self) -> int:
         """Classes the wrapped classifier predicts."""
         return self.adapter.num_classes
@@ -173,11 +186,17 @@ class MultiMixHead(nn.Module):
         """timm style `head(x, labels=y)` or Hugging Face style `head(pixel_values=x, labels=y)`.
 
         Returns:
-            `MultiMixOutput` with `loss` (training with labels) and the clean `logits`.
+            `MultiMixOutput` with the clean `logits` and, with labels, the `loss`: the MultiMix
+            loss in training, the plain cross-entropy of the logits in eval mode.
         """
         inputs = self.adapter.normalize_inputs(args, kwargs)
         if not self.training or labels is None:
-            return MultiMixOutput(logits=self.adapter.logits(inputs))
+            logits = self.adapter.logits(inputs)
+            if labels is None:
+                return MultiMixOutput(logits=logits)
+            self._check_labels(labels, logits.shape[0])
+            y = one_hot_targets(labels, self.num_classes)
+            return MultiMixOutput(loss=soft_cross_entropy(logits, y).mean(), logits=logits)
         m = self.adapter.batch_size(inputs)
         self._check_labels(labels, m)
         mix = self.prob >= 1.0 or random.random() < self.prob

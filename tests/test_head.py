@@ -239,3 +239,12 @@ def test_custom_adapter():
         from hf_multimix.adapters import _REGISTRY
 
         _REGISTRY.remove(TinyNetAdapter)
+
+
+def test_eval_with_labels_gives_plain_cross_entropy_and_model_logits():
+    model = tiny_timm().eval()
+    head = MultiMixHead(model, n=20).eval()
+    x, y = images(), torch.tensor([0, 1, 2, 3])
+    out = head(x, labels=y)
+    assert torch.equal(out.logits, model(x))
+    torch.testing.assert_close(out.loss, F.cross_entropy(model(x), y))
