@@ -1,0 +1,102 @@
+"""Hugging Face `Trainer` integration.
+
+`MultiMixTrainer` is a `Trainer` for a `MultiMixHead`: it keeps the dataset columns the
+wrapped model takes, lets the head compute the MultiMix loss (the model never sees soft
+labels), evaluates on the model's own logits, and saves checkpoints with the wrapped model's
+`save_pretrained`, so they load into the plain model with `from_pretrained`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from typing import Any
+
+from transformers import Trainer, TrainerCallback
+
+from .head import MultiMixHead
+
+
+class MultiMixTrainer(Trainer):
+    """`Trainer` for a `MultiMixHead`.
+
+    Everything else is the plain `Trainer`: `TrainingArguments`, callbacks, mixed precision,
+    gradient accumulation (the head's loss is a mean, so the Trainer divides it by the
+    accumulation steps as for any model), multi-GPU through `accelerate launch`.
+
+    `TrainingArguments(label_smoothing_factor=...)` becomes the head's `label_smoothing`.
+
+    Example:
+        >>> head = MultiMixHead(model, n=1000)
+        >>> trainer = MultiMixTrainer(model=head, args=TrainingArguments("out"), train_dataset=ds)  # doctest: +SKIP
+        >>> trainer.train()  # doctest: +SKIP
+    """
+
+    def __init__(self, model: MultiMixHead | None = None, *args: Any, **kwargs: Any) -> None:
+        if not isinstance(model, MultiMixHead):
+            raise TypeError(
+                f"MultiMixTrainer trains a MultiMixHead; got {type(model).__name__}. Wrap it: "
+                "MultiMixTrainer(model=MultiMixHead(model), ...)."
+            )
+        super().__init__(model, *args, **kwargs)
+        if self.args.label_smoothing_factor:
+            # The Trainer's label smoother would take the labels away from the head.
+            if model.label_smoothing == 0:
+                model.label_smoothing = self.args.label_smoothing_factor
+            self.label_smoother = None
+
+    def _set_signature_columns_if_needed(self) -> None:
+        if self._signature_columns is None:
+            plain = self.accelerator.unwrap_model(self.model).model
+            columns = list(inspect.signature(plain.forward).parameters)
+            if "x" in columns:  # timm models take `x`; the head maps `pixel_values` onto it
+                columns.append("pixel_values")
+            self._signature_columns = list(dict.fromkeys(columns + ["label", "label_ids", "labels"]))
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # noqa: D102
+        outputs = model(**inputs)
+        if outputs.loss is None:
+            raise ValueError(
+                f"MultiMixTrainer needs 'labels' in each batch; got keys {sorted(inputs)}. Name the label "
+                "column 'label' or 'labels'."
+            )
+        return (outputs.loss, outputs) if return_outputs else outputs.loss
+
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        output_dir = output_dir if output_dir is not None else self.args.output_dir
+        os.makedirs(output_dir, exist_ok=True)
+        head = self.accelerator.unwrap_model(self.model)
+        head.save_pretrained(output_dir, **({"state_dict": state_dict} if state_dict is not None and
+                                            hasattr(head.model, "save_pretrained") else {}))
+        if self.processing_class is not None:
+            self.processing_class.save_pretrained(output_dir)
+
+
+class MultiMixOffCallback(TrainerCallback):
+    """Turns MultiMix off (plain cross-entropy) from epoch `after_epoch` on, a common schedule
+    for the last epochs of fine-tuning.
+
+    Args:
+        after_epoch: number of epochs trained with MultiMix; later epochs train with ERM.
+    """
+
+    def __init__(self, after_epoch: int) -> None:
+        if after_epoch < 0:
+            raise ValueError(f"after_epoch must be >= 0, got {after_epoch}.")
+        self.after_epoch = after_epoch
+        self._prob: float | None = None
+
+    def on_epoch_begin(self, args, state, control, model=None, **kwargs):  # noqa: D102
+        head = _find_head(model)
+        if self._prob is None:
+            self._prob = head.prob
+        head.prob = 0.0 if state.epoch is not None and state.epoch >= self.after_epoch else self._prob
+        return control
+
+
+def _find_head(model: Any) -> MultiMixHead:
+    while model is not None and not isinstance(model, MultiMixHead):
+        model = getattr(model, "module", None)
+    if model is None:
+        raise TypeError("MultiMixOffCallback needs the Trainer's model to be a MultiMixHead.")
+    return model
