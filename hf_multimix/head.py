@@ -17,7 +17,8 @@ from transformers.utils import ModelOutput
 
 from ._checks import AlphaLike, check_alpha, check_positive_int, check_targets
 from .adapters import BackboneAdapter, find_adapter
-from .adapters.base import head_dtype
+from .adapters.base import Features, head_dtype
+from .distributed import gather_batch, is_distributed
 from .functional import ATTENTION_KINDS, one_hot_targets, sample_pair_lambda
 from .losses import dense_multimix_loss, multimix_loss, soft_cross_entropy
 
@@ -63,6 +64,9 @@ class MultiMixHead(nn.Module):
         detach_attention: stop gradients through the dense-mode attention.
         mixing: `"multimix"` (Dirichlet weights over the whole batch) or `"pairwise"`
             (manifold mixup at the same layer, `alpha` then parametrises a Beta; a baseline).
+        mix_across_processes: in multi-process training, gather every process's embeddings
+            and targets (with autograd) so each mix spans the global batch (beyond the paper,
+            which mixes per GPU). Each process still draws its own `n` mixes.
         adapter: an adapter instance for models the built-in adapters do not know.
 
     Example:
@@ -97,6 +101,7 @@ class MultiMixHead(nn.Module):
         ema_auto_update: bool = True,
         detach_attention: bool = True,
         mixing: str = "multimix",
+        mix_across_processes: bool = False,
         adapter: BackboneAdapter | None = None,
     ) -> None:
         super().__init__()
@@ -142,6 +147,7 @@ class MultiMixHead(nn.Module):
         self.prob, self.clean_weight, self.label_smoothing = prob, clean_weight, label_smoothing
         self.per_position, self.chunk_size, self.detach_attention = per_position, chunk_size, detach_attention
         self.ema_decay, self.ema_auto_update, self.mixing = ema_decay, ema_auto_update, mixing
+        self.mix_across_processes = mix_across_processes
         self._ema_forwards = 0
         if teacher == "ema" and distill_weight > 0:
             self.teacher_model = copy.deepcopy(model).requires_grad_(False).eval()
@@ -208,10 +214,15 @@ class MultiMixHead(nn.Module):
         if not mix:
             y = one_hot_targets(labels, self.num_classes, self.label_smoothing)
             return MultiMixOutput(loss=soft_cross_entropy(clean_logits, y).mean(), logits=clean_logits)
+        teacher_probs = self._teacher_probs(inputs, clean_logits)
+        mix_logits = clean_logits
+        if self.mix_across_processes and is_distributed():
+            feats, labels, mix_logits, teacher_probs = self._gather(feats, labels, clean_logits, teacher_probs)
+            m = labels.shape[0]
         common = dict(
             n=self.n, alpha=self.alpha, affine=self.adapter.affine, num_classes=self.num_classes,
-            label_smoothing=self.label_smoothing, clean_weight=self.clean_weight, clean_logits=clean_logits,
-            teacher_probs=self._teacher_probs(inputs, clean_logits), distill_weight=self.distill_weight,
+            label_smoothing=self.label_smoothing, clean_weight=self.clean_weight, clean_logits=mix_logits,
+            teacher_probs=teacher_probs, distill_weight=self.distill_weight,
             temperature=self.temperature, chunk_size=self.chunk_size,
         )
         if self.mixing == "pairwise":
@@ -225,6 +236,19 @@ class MultiMixHead(nn.Module):
         else:
             loss = multimix_loss(feats.pooled, labels, classify, common.pop("lam", None), **common)
         return MultiMixOutput(loss=loss, logits=clean_logits)
+
+    @staticmethod
+    def _gather(feats: Features, labels: Tensor, logits: Tensor, teacher: Tensor | None):
+        """The global batch: every process's features, labels, logits and teacher outputs."""
+        mask = feats.mask
+        if feats.tokens is not None and mask is None:
+            mask = torch.ones(feats.tokens.shape[:2], dtype=torch.bool, device=feats.tokens.device)
+        gathered = Features(
+            pooled=gather_batch(feats.pooled), tokens=gather_batch(feats.tokens),
+            mask=gather_batch(mask, grad=False, pad_value=False),
+            cls_attention=gather_batch(feats.cls_attention, grad=False),
+        )
+        return gathered, gather_batch(labels, grad=False), gather_batch(logits), gather_batch(teacher, grad=False)
 
     def _classify(self, z: Tensor) -> Tensor:
         # Mixed embeddings are float32; a classifier kept in half precision gets its own dtype.

@@ -1,0 +1,283 @@
+"""An Accelerate training loop for a `MultiMixHead`: mixed precision, gradient accumulation,
+clipping, warmup + cosine schedule, per-epoch evaluation with `gather_for_metrics`,
+safetensors checkpoints, resume, JSON-lines metrics and progress bars.
+
+The same loop trains every method the CLI compares: the head carries MultiMix, Dense
+MultiMix or pairwise (manifold) mixup, and input mixup / CutMix come from timm's `Mixup`
+applied to the batch, so all methods share one budget and one code path.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from .head import MultiMixHead
+
+MIXED_PRECISION = ("no", "fp16", "bf16")
+INPUT_MIX = (None, "mixup", "cutmix")
+
+
+@dataclass
+class TrainingConfig:
+    """Settings of `train`.
+
+    Attributes:
+        output_dir: where checkpoints and `metrics.jsonl` go.
+        epochs: passes over the training data.
+        lr: peak learning rate (AdamW).
+        weight_decay: AdamW weight decay.
+        warmup_ratio: fraction of the optimiser steps spent warming up linearly; cosine after.
+        gradient_accumulation_steps: batches per optimiser step.
+        max_grad_norm: clip the gradient norm to this (None: no clipping).
+        mixed_precision: `"no"`, `"fp16"` or `"bf16"` (MultiMix's mixing stays float32).
+        seed: seeds Python, NumPy and torch on every process.
+        input_mix: `"mixup"` or `"cutmix"` on the input images (timm's `Mixup`), for baselines.
+        input_mix_alpha: Beta parameter of that input mixing.
+        label_smoothing: label smoothing used by input mixing.
+        max_steps_per_epoch: stop an epoch early (smoke tests).
+        resume_from: a checkpoint folder written by `train` to continue from.
+        save_checkpoints: write `checkpoint-last/` (and `checkpoint-best/`) each epoch.
+        progress: show tqdm progress bars on the main process.
+    """
+
+    output_dir: str
+    epochs: int = 3
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup_ratio: float = 0.1
+    gradient_accumulation_steps: int = 1
+    max_grad_norm: float | None = 1.0
+    mixed_precision: str = "no"
+    seed: int = 0
+    input_mix: str | None = None
+    input_mix_alpha: float = 1.0
+    label_smoothing: float = 0.0
+    max_steps_per_epoch: int | None = None
+    resume_from: str | None = None
+    save_checkpoints: bool = True
+    progress: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.mixed_precision not in MIXED_PRECISION:
+            raise ValueError(f"mixed_precision must be one of {MIXED_PRECISION}, got {self.mixed_precision!r}.")
+        if self.input_mix not in INPUT_MIX:
+            raise ValueError(f"input_mix must be one of {INPUT_MIX}, got {self.input_mix!r}.")
+        for name in ("epochs", "gradient_accumulation_steps"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}.")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}.")
+
+
+def _split(batch: dict[str, Any]) -> tuple[dict[str, Any], torch.Tensor]:
+    if "labels" not in batch:
+        raise KeyError(f"each batch must be a dict with 'labels'; got keys {sorted(batch)}.")
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    return inputs, batch["labels"]
+
+
+def _lr_lambda(total: int, warmup: int):
+    def fn(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return fn
+
+
+@torch.no_grad()
+def evaluate(head: torch.nn.Module, loader: Iterable, accelerator: Accelerator, progress: bool = False) -> dict[str, float]:
+    """Accuracy and cross-entropy of the wrapped model on `loader`, gathered over processes once."""
+    head.eval()
+    preds, labels, losses = [], [], []
+    for batch in tqdm(loader, desc="eval", leave=False, disable=not (progress and accelerator.is_main_process)):
+        inputs, y = _split(batch)
+        logits = head(**inputs).logits
+        loss = torch.nn.functional.cross_entropy(logits.float(), y, reduction="none")
+        p, y, loss = accelerator.gather_for_metrics((logits.argmax(-1), y, loss))
+        preds.append(p)
+        labels.append(y)
+        losses.append(loss)
+    preds, labels, losses = torch.cat(preds), torch.cat(labels), torch.cat(losses)
+    return {
+        "eval_accuracy": (preds == labels).float().mean().item(),
+        "eval_loss": losses.mean().item(),
+        "eval_examples": int(labels.numel()),
+    }
+
+
+def train(
+    head: MultiMixHead,
+    train_loader: Iterable,
+    eval_loader: Iterable | None,
+    config: TrainingConfig,
+    accelerator: Accelerator | None = None,
+) -> list[dict[str, Any]]:
+    """Trains `head` (and so its wrapped model) and returns one metrics dict per epoch.
+
+    Batches are dicts of model inputs plus `labels` (class ids). Run it as is, or under
+    `accelerate launch` / `torchrun` for several processes.
+
+    Example:
+        >>> history = train(MultiMixHead(model), train_loader, eval_loader,
+        ...                 TrainingConfig(output_dir="runs/x", epochs=2))  # doctest: +SKIP
+    """
+    if not isinstance(head, MultiMixHead):
+        raise TypeError(f"train() takes a MultiMixHead (wrap your model: MultiMixHead(model)), got {type(head).__name__}.")
+    accelerator = accelerator or Accelerator(
+        mixed_precision=config.mixed_precision, gradient_accumulation_steps=config.gradient_accumulation_steps
+    )
+    set_seed(config.seed)
+    os.makedirs(config.output_dir, exist_ok=True)
+    params = [p for p in head.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    steps_per_epoch = len(train_loader)
+    if config.max_steps_per_epoch:
+        steps_per_epoch = min(steps_per_epoch, config.max_steps_per_epoch)
+    # Counted on the unsharded loader: Accelerate steps a prepared scheduler once per process
+    # for each optimiser step, so this total holds for any number of processes.
+    total = max(1, math.ceil(steps_per_epoch / config.gradient_accumulation_steps) * config.epochs)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(total, int(config.warmup_ratio * total)))
+    head, optimizer, train_loader, scheduler = accelerator.prepare(head, optimizer, train_loader, scheduler)
+    if eval_loader is not None:
+        eval_loader = accelerator.prepare(eval_loader)
+    plain = accelerator.unwrap_model(head)
+    mix_fn = _input_mixer(config, plain.num_classes)
+
+    start_epoch, best = 0, -1.0
+    if config.resume_from:
+        start_epoch, best = _load_checkpoint(config.resume_from, plain, optimizer, scheduler)
+        accelerator.print(f"resumed from {config.resume_from} at epoch {start_epoch}")
+    history: list[dict[str, Any]] = []
+    metrics_path = os.path.join(config.output_dir, "metrics.jsonl")
+    for epoch in range(start_epoch, config.epochs):
+        head.train()
+        t0 = time.perf_counter()
+        loss_sum, seen = torch.zeros((), device=accelerator.device), 0
+        limit = config.max_steps_per_epoch
+        bar = tqdm(
+            total=min(len(train_loader), limit) if limit else len(train_loader),
+            desc=f"epoch {epoch + 1}/{config.epochs}", disable=not (config.progress and accelerator.is_main_process),
+        )
+        for step, batch in enumerate(train_loader):
+            if limit and step >= limit:
+                break
+            inputs, labels = _split(batch)
+            if mix_fn is not None:
+                key = "pixel_values" if "pixel_values" in inputs else next(iter(inputs))
+                inputs[key], labels = mix_fn(inputs[key], labels)
+            with accelerator.accumulate(head):
+                out = head(**inputs, labels=labels)
+                if not torch.isfinite(out.loss):
+                    raise FloatingPointError(
+                        f"non-finite loss {out.loss.item()} at epoch {epoch + 1}, step {step}; lower the learning "
+                        "rate, or use bf16 instead of fp16."
+                    )
+                accelerator.backward(out.loss)
+                if accelerator.sync_gradients and config.max_grad_norm:
+                    accelerator.clip_grad_norm_(params, config.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+            loss_sum += out.loss.detach()
+            seen += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{out.loss.item():.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+        bar.close()
+        train_loss = accelerator.reduce(loss_sum, reduction="mean").item() / max(1, seen)
+        record: dict[str, Any] = {
+            "epoch": epoch + 1,
+            "train_loss": train_loss,
+            "lr": scheduler.get_last_lr()[0],
+            "epoch_time_s": time.perf_counter() - t0,
+        }
+        if eval_loader is not None:
+            record.update(evaluate(head, eval_loader, accelerator, config.progress))
+            best = max(best, record["eval_accuracy"])
+            record["best_eval_accuracy"] = best
+        history.append(record)
+        summary = f"epoch {epoch + 1}/{config.epochs}  train_loss {train_loss:.4f}"
+        if "eval_accuracy" in record:
+            summary += f"  eval_loss {record['eval_loss']:.4f}  eval_acc {record['eval_accuracy']:.4f}  best {best:.4f}"
+        accelerator.print(summary + f"  ({record['epoch_time_s']:.1f}s)")
+        if accelerator.is_main_process:
+            with open(metrics_path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+            if config.save_checkpoints:
+                _save_checkpoint(os.path.join(config.output_dir, "checkpoint-last"), plain, optimizer, scheduler,
+                                 epoch + 1, best, config)
+                if record.get("eval_accuracy") == best:
+                    _save_model(os.path.join(config.output_dir, "checkpoint-best"), plain)
+        accelerator.wait_for_everyone()
+    return history
+
+
+def _input_mixer(config: TrainingConfig, num_classes: int):
+    if config.input_mix is None:
+        return None
+    from timm.data import Mixup
+
+    mixup = config.input_mix_alpha if config.input_mix == "mixup" else 0.0
+    cutmix = config.input_mix_alpha if config.input_mix == "cutmix" else 0.0
+    fn = Mixup(mixup_alpha=mixup, cutmix_alpha=cutmix, label_smoothing=config.label_smoothing, num_classes=num_classes)
+
+    def apply(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if x.dim() != 4:
+            raise ValueError(f"{config.input_mix} mixes images [B, C, H, W]; got inputs of shape {tuple(x.shape)}.")
+        if len(x) % 2:
+            # timm's Mixup flips the batch to pair examples; it needs an even batch.
+            x, y = x[:-1], y[:-1]
+        return fn(x, y)
+
+    return apply
+
+
+def _save_model(path: str, head: MultiMixHead) -> None:
+    os.makedirs(path, exist_ok=True)
+    state = {k: v.detach().contiguous().cpu() for k, v in head.model.state_dict().items()}
+    save_file(state, os.path.join(path, "model.safetensors"))
+    config = getattr(head.model, "config", None)
+    if config is not None and hasattr(config, "save_pretrained"):
+        config.save_pretrained(path)
+
+
+def _save_checkpoint(path: str, head: MultiMixHead, optimizer, scheduler, epoch: int, best: float,
+                     config: TrainingConfig) -> None:
+    _save_model(path, head)
+    torch.save(optimizer.state_dict(), os.path.join(path, "optimizer.pt"))
+    torch.save(scheduler.state_dict(), os.path.join(path, "scheduler.pt"))
+    with open(os.path.join(path, "trainer_state.json"), "w") as f:
+        json.dump({"epoch": epoch, "best_eval_accuracy": best, "config": asdict(config)}, f, indent=2, default=str)
+
+
+def _load_checkpoint(path: str, head: MultiMixHead, optimizer, scheduler) -> tuple[int, float]:
+    state_file = os.path.join(path, "trainer_state.json")
+    if not os.path.exists(state_file):
+        raise FileNotFoundError(
+            f"{path} is not a checkpoint written by hf_multimix (no trainer_state.json); pass a "
+            "'checkpoint-last' folder from an earlier run's output directory."
+        )
+    head.model.load_state_dict(load_file(os.path.join(path, "model.safetensors")))
+    device = next(head.model.parameters()).device
+    optimizer.load_state_dict(torch.load(os.path.join(path, "optimizer.pt"), map_location=device, weights_only=True))
+    scheduler.load_state_dict(torch.load(os.path.join(path, "scheduler.pt"), weights_only=True))
+    with open(state_file) as f:
+        state = json.load(f)
+    return int(state["epoch"]), float(state["best_eval_accuracy"])
