@@ -1,0 +1,329 @@
+"""`hf-multimix`: fine-tune a classifier with MultiMix (or a baseline) and compare methods.
+
+    hf-multimix train --output-dir runs/mnist                  # embedded MNIST, pretrained EfficientNet-Lite0
+    hf-multimix train --dataset tweets --method dense-multimix --output-dir runs/tweets
+    hf-multimix compare --methods erm,mixup,multimix --output-dir runs/compare
+
+Everything runs offline on the embedded data and weights; a folder of images, a CSV with
+`text` and `label` columns, or `hf:<dataset>` (online) are accepted too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+METHODS = ("erm", "mixup", "cutmix", "manifold-mixup", "multimix", "dense-multimix")
+DEFAULT_MODELS = {"image": "efficientnet_lite0", "text": "minilm"}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, no usage dump
+        self.exit(2, f"hf-multimix: error: {message} (see 'hf-multimix {self.prog.split()[-1]} --help')\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+    return value
+
+
+def _unit_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {value}")
+    return value
+
+
+def _alpha(text: str) -> float | tuple[float, float]:
+    parts = [p for p in text.split(",") if p.strip()]
+    try:
+        values = [float(p) for p in parts]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'lo,hi', got {text!r}") from None
+    if len(values) not in (1, 2) or any(v <= 0 for v in values):
+        raise argparse.ArgumentTypeError(f"expected a positive number or a range 'lo,hi', got {text!r}")
+    return values[0] if len(values) == 1 else (values[0], values[1])
+
+
+def _method(text: str) -> str:
+    if text not in METHODS:
+        raise argparse.ArgumentTypeError(f"unknown method {text!r}; choose one of {', '.join(METHODS)}")
+    return text
+
+
+def _methods(text: str) -> list[str]:
+    return [_method(t.strip()) for t in text.split(",") if t.strip()]
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=None,
+                   help="efficientnet_lite0 | minilm (embedded, pretrained) | a timm model name (random init) | "
+                        "a local Hugging Face model folder. Default: the embedded model for the data's modality.")
+    p.add_argument("--dataset", default="mnist",
+                   help="mnist | digits | tweets (embedded) | an image folder | a CSV with text,label | hf:<name>")
+    p.add_argument("--n", type=_positive_int, default=1000, help="MultiMix: mixes per batch (default 1000)")
+    p.add_argument("--alpha", type=_alpha, default=None,
+                   help="Dirichlet alpha, a number or 'lo,hi' (default 0.5,2.0); Beta alpha for the mixup baselines (default 1.0)")
+    p.add_argument("--distill-weight", type=_unit_float, default=0.0, help="self-distillation weight beta (default 0)")
+    p.add_argument("--attention", default="pooled", choices=["pooled", "cam", "uniform", "cls"],
+                   help="dense MultiMix attention (default pooled)")
+    p.add_argument("--epochs", type=_positive_int, default=3)
+    p.add_argument("--batch-size", type=_positive_int, default=32)
+    p.add_argument("--lr", type=_positive_float, default=None, help="default 1e-3 (images), 5e-5 (text)")
+    p.add_argument("--weight-decay", type=float, default=0.01)
+    p.add_argument("--grad-accum", type=_positive_int, default=1, help="gradient accumulation steps")
+    p.add_argument("--label-smoothing", type=_unit_float, default=0.0)
+    p.add_argument("--mixed-precision", default="no", choices=["no", "fp16", "bf16"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--train-per-class", type=_positive_int, default=100,
+                   help="training examples per class; the rest is held out for evaluation (default 100)")
+    p.add_argument("--max-eval", type=_positive_int, default=2000, help="cap on evaluation examples (default 2000)")
+    p.add_argument("--image-size", type=_positive_int, default=64, help="input resolution for images (default 64)")
+    p.add_argument("--max-length", type=_positive_int, default=64, help="max tokens for text (default 64)")
+    p.add_argument("--max-steps-per-epoch", type=_positive_int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument("--output-dir", required=True)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="hf-multimix", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    t = sub.add_parser("train", help="fine-tune one model with one method")
+    t.add_argument("--method", type=_method, default="multimix", help=f"one of {', '.join(METHODS)} (default multimix)")
+    t.add_argument("--resume", default=None, help="a checkpoint-last folder to resume from")
+    _add_common(t)
+    c = sub.add_parser("compare", help="run several methods on the same data and seed")
+    c.add_argument("--methods", type=_methods, default=["erm", "mixup", "manifold-mixup", "multimix"],
+                   help="comma-separated (default erm,mixup,manifold-mixup,multimix)")
+    _add_common(c)
+    return parser
+
+
+@dataclass
+class Prepared:
+    model: Any
+    train_loader: Any
+    eval_loader: Any
+    modality: str
+    num_classes: int
+    model_name: str
+
+
+def prepare(args: argparse.Namespace, method: str = "erm") -> Prepared:
+    """Loads data and model and builds the loaders, all offline for the embedded choices."""
+    import numpy as np
+    import torch
+
+    from .data import load_data, split, torch_dataset
+
+    data = load_data(args.dataset)
+    if method in ("mixup", "cutmix") and data.modality != "image":
+        raise ValueError(f"--method {method} mixes input images; {args.dataset!r} is text. Use manifold-mixup or multimix.")
+    if data.eval is None:
+        data = split(data, train_per_class=args.train_per_class, seed=args.seed)
+    if args.max_eval and len(data.eval) > args.max_eval:
+        rng = np.random.default_rng(args.seed)
+        data = dataclasses.replace(data, eval=data.eval.subset(np.sort(rng.choice(len(data.eval), args.max_eval, replace=False))))
+    name = args.model or DEFAULT_MODELS[data.modality]
+    model, collate = _model_and_collator(name, data, args)
+    g = torch.Generator().manual_seed(args.seed)
+    train_loader = torch.utils.data.DataLoader(torch_dataset(data, "train"), batch_size=args.batch_size, shuffle=True,
+                                               drop_last=len(data.train) > args.batch_size, collate_fn=collate,
+                                               generator=g)
+    eval_loader = torch.utils.data.DataLoader(torch_dataset(data, "eval"), batch_size=max(64, args.batch_size),
+                                              collate_fn=collate)
+    return Prepared(model, train_loader, eval_loader, data.modality, data.num_classes, name)
+
+
+def _model_and_collator(name: str, data: Any, args: argparse.Namespace) -> tuple[Any, Any]:
+    from .data import ImageCollator, TextCollator
+
+    c = data.num_classes
+    if data.modality == "image":
+        if name == "minilm":
+            raise ValueError(f"--model minilm is a text model but {args.dataset!r} holds images; use an image model.")
+        if name == "efficientnet_lite0":
+            from .weights import EFFICIENTNET_LITE0_MEAN, EFFICIENTNET_LITE0_STD, efficientnet_lite0
+
+            model = efficientnet_lite0(num_classes=c)
+            return model, ImageCollator(args.image_size, EFFICIENTNET_LITE0_MEAN, EFFICIENTNET_LITE0_STD)
+        if os.path.isdir(name):
+            from transformers import AutoModelForImageClassification
+
+            model = AutoModelForImageClassification.from_pretrained(
+                name, num_labels=c, ignore_mismatched_sizes=True, local_files_only=True)
+            return model, ImageCollator(args.image_size, (0.5,) * 3, (0.5,) * 3)
+        import timm
+
+        if name not in timm.list_models():
+            raise ValueError(
+                f"unknown model {name!r}: use efficientnet_lite0, a timm model name (see timm.list_models()), "
+                "or a local Hugging Face model folder."
+            )
+        model = timm.create_model(name, pretrained=False, num_classes=c)
+        return model, ImageCollator(args.image_size, (0.5,) * 3, (0.5,) * 3)
+    if name == "efficientnet_lite0":
+        raise ValueError(f"--model efficientnet_lite0 is an image model but {args.dataset!r} holds text; use minilm.")
+    if name == "minilm":
+        from .weights import minilm_classifier
+
+        model, tokenizer = minilm_classifier(c)
+    elif os.path.isdir(name):
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        model = AutoModelForSequenceClassification.from_pretrained(
+            name, num_labels=c, ignore_mismatched_sizes=True, local_files_only=True)
+        tokenizer = AutoTokenizer.from_pretrained(name, local_files_only=True)
+    else:
+        raise ValueError(f"unknown text model {name!r}: use minilm or a local Hugging Face model folder.")
+    return model, TextCollator(tokenizer, max_length=args.max_length)
+
+
+def head_for(method: str, model: Any, args: argparse.Namespace):
+    """The `MultiMixHead` that trains `model` with `method` (baselines included)."""
+    from .head import MultiMixHead
+
+    mixup_alpha = args.alpha if args.alpha is not None else 1.0
+    if method in ("erm", "mixup", "cutmix"):
+        return MultiMixHead(model, prob=0.0, label_smoothing=args.label_smoothing)
+    if method == "manifold-mixup":
+        return MultiMixHead(model, alpha=mixup_alpha, mixing="pairwise", label_smoothing=args.label_smoothing)
+    alpha = args.alpha if args.alpha is not None else (0.5, 2.0)
+    return MultiMixHead(model, n=args.n, alpha=alpha, dense=method == "dense-multimix", attention=args.attention,
+                        distill_weight=args.distill_weight, label_smoothing=args.label_smoothing)
+
+
+def run_method(method: str, args: argparse.Namespace, output_dir: str, resume: str | None = None) -> dict[str, Any]:
+    """Trains one method and writes `metrics.json`, the checkpoint and `training_curves.png`."""
+    from .training import TrainingConfig, train
+
+    prepared = prepare(args, method)
+    head = head_for(method, prepared.model, args)
+    lr = args.lr if args.lr is not None else (1e-3 if prepared.modality == "image" else 5e-5)
+    alpha = args.alpha if args.alpha is not None else 1.0
+    config = TrainingConfig(
+        output_dir=output_dir, epochs=args.epochs, lr=lr, weight_decay=args.weight_decay,
+        gradient_accumulation_steps=args.grad_accum, mixed_precision=args.mixed_precision, seed=args.seed,
+        input_mix=method if method in ("mixup", "cutmix") else None,
+        input_mix_alpha=alpha if isinstance(alpha, float) else alpha[0],
+        label_smoothing=args.label_smoothing, max_steps_per_epoch=args.max_steps_per_epoch,
+        resume_from=resume, progress=not args.no_progress,
+    )
+    t0 = time.perf_counter()
+    history = train(head, prepared.train_loader, prepared.eval_loader, config)
+    elapsed = time.perf_counter() - t0
+    final = history[-1] if history else {}
+    metrics = {
+        "method": method,
+        "model": prepared.model_name,
+        "dataset": str(args.dataset),
+        "num_classes": prepared.num_classes,
+        "train_examples": len(prepared.train_loader.dataset),
+        "eval_examples": len(prepared.eval_loader.dataset),
+        "eval_accuracy": final.get("eval_accuracy"),
+        "best_eval_accuracy": max((h["eval_accuracy"] for h in history), default=None),
+        "train_time_s": elapsed,
+        "epochs": args.epochs,
+        "seed": args.seed,
+        "n": args.n if "multimix" in method else None,
+        "alpha": args.alpha,
+        "distill_weight": args.distill_weight,
+        "history": history,
+    }
+    with open(os.path.join(output_dir, "metrics.json"), "w") as f:
+        json.dump(metrics, f, indent=2)
+    _plot_curves({method: history}, os.path.join(output_dir, "training_curves.png"))
+    return metrics
+
+
+def _plot_curves(histories: dict[str, list[dict[str, Any]]], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    for method, history in histories.items():
+        epochs = [h["epoch"] for h in history]
+        ax_loss.plot(epochs, [h["train_loss"] for h in history], marker="o", label=f"{method} train")
+        if history and "eval_loss" in history[0]:
+            ax_loss.plot(epochs, [h["eval_loss"] for h in history], marker="x", linestyle="--", label=f"{method} eval")
+            ax_acc.plot(epochs, [h["eval_accuracy"] for h in history], marker="o", label=method)
+    ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
+    ax_acc.set(xlabel="epoch", ylabel="accuracy", title="eval accuracy")
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def compare(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Runs each method with the same data, model and seed; prints and saves a table and a plot."""
+    rows = []
+    for method in args.methods:
+        out = os.path.join(args.output_dir, method)
+        os.makedirs(out, exist_ok=True)
+        print(f"== {method}", flush=True)
+        rows.append(run_method(method, args, out))
+    table = ["| method | eval accuracy | best eval accuracy | train time (s) |", "|---|---|---|---|"]
+    for r in rows:
+        table.append(f"| {r['method']} | {r['eval_accuracy']:.4f} | {r['best_eval_accuracy']:.4f} | {r['train_time_s']:.1f} |")
+    text = "\n".join(table)
+    print(text)
+    with open(os.path.join(args.output_dir, "compare.md"), "w") as f:
+        f.write(text + "\n")
+    with open(os.path.join(args.output_dir, "compare.json"), "w") as f:
+        json.dump([{k: v for k, v in r.items() if k != "history"} for r in rows], f, indent=2)
+    _plot_curves({r["method"]: r["history"] for r in rows}, os.path.join(args.output_dir, "compare.png"))
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    import transformers
+
+    # Loading a pretrained body under a new head reports the fresh head's weights; expected here.
+    transformers.logging.set_verbosity_error()
+    try:
+        os.makedirs(args.output_dir, exist_ok=True)
+        if args.command == "train":
+            metrics = run_method(args.method, args, args.output_dir, resume=args.resume)
+            print(f"{metrics['method']}: eval_accuracy {metrics['eval_accuracy']:.4f}, best "
+                  f"{metrics['best_eval_accuracy']:.4f}, {metrics['train_time_s']:.1f}s -> {args.output_dir}")
+        else:
+            compare(args)
+    except (ValueError, FileNotFoundError, NotADirectoryError, ImportError) as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        print(f"hf-multimix: error: {msg}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
