@@ -99,9 +99,9 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--label-smoothing", type=_unit_float, default=0.0)
     p.add_argument("--mixed-precision", default="no", choices=["no", "fp16", "bf16"])
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--train-per-class", type=_positive_int, default=100,
-                   help="training examples per class; the rest is held out for evaluation (default 100)")
-    p.add_argument("--max-eval", type=_positive_int, default=2000, help="cap on evaluation examples (default 2000)")
+    p.add_argument("--train-per-class", type=_positive_int, default=50,
+                   help="training examples per class; the rest is held out for evaluation (default 50)")
+    p.add_argument("--max-eval", type=_positive_int, default=1000, help="cap on evaluation examples (default 1000)")
     p.add_argument("--image-size", type=_positive_int, default=64, help="input resolution for images (default 64)")
     p.add_argument("--max-length", type=_positive_int, default=64, help="max tokens for text (default 64)")
     p.add_argument("--max-steps-per-epoch", type=_positive_int, default=None, help=argparse.SUPPRESS)
@@ -231,11 +231,13 @@ def run_method(method: str, args: argparse.Namespace, output_dir: str, resume: s
         input_mix=method if method in ("mixup", "cutmix") else None,
         input_mix_alpha=alpha if isinstance(alpha, float) else alpha[0],
         label_smoothing=args.label_smoothing, max_steps_per_epoch=args.max_steps_per_epoch,
-        resume_from=resume, progress=not args.no_progress,
+        resume_from=resume, progress=not args.no_progress, eval_before_training=resume is None,
     )
     t0 = time.perf_counter()
     history = train(head, prepared.train_loader, prepared.eval_loader, config)
     elapsed = time.perf_counter() - t0
+    initial = [h for h in history if h["epoch"] == 0]
+    history = [h for h in history if h["epoch"] > 0]
     final = history[-1] if history else {}
     metrics = {
         "method": method,
@@ -244,6 +246,7 @@ def run_method(method: str, args: argparse.Namespace, output_dir: str, resume: s
         "num_classes": prepared.num_classes,
         "train_examples": len(prepared.train_loader.dataset),
         "eval_examples": len(prepared.eval_loader.dataset),
+        "initial_eval_accuracy": initial[0]["eval_accuracy"] if initial else None,
         "eval_accuracy": final.get("eval_accuracy"),
         "best_eval_accuracy": max((h["eval_accuracy"] for h in history), default=None),
         "train_time_s": elapsed,

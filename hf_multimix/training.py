@@ -14,7 +14,7 @@ import math
 import os
 import time
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
@@ -50,6 +50,8 @@ class TrainingConfig:
         resume_from: a checkpoint folder written by `train` to continue from.
         save_checkpoints: write `checkpoint-last/` (and `checkpoint-best/`) each epoch.
         progress: show tqdm progress bars on the main process.
+        eval_before_training: evaluate the untrained model first (history entry with epoch 0),
+            the no-training baseline.
     """
 
     output_dir: str
@@ -68,7 +70,7 @@ class TrainingConfig:
     resume_from: str | None = None
     save_checkpoints: bool = True
     progress: bool = True
-    extra: dict[str, Any] = field(default_factory=dict)
+    eval_before_training: bool = False
 
     def __post_init__(self) -> None:
         if self.mixed_precision not in MIXED_PRECISION:
@@ -167,6 +169,11 @@ def train(
         accelerator.print(f"resumed from {config.resume_from} at epoch {start_epoch}")
     history: list[dict[str, Any]] = []
     metrics_path = os.path.join(config.output_dir, "metrics.jsonl")
+    if config.eval_before_training and eval_loader is not None and start_epoch == 0:
+        record = {"epoch": 0, **evaluate(head, eval_loader, accelerator, config.progress)}
+        history.append(record)
+        accelerator.print(f"epoch 0 (before training)  eval_loss {record['eval_loss']:.4f}  "
+                          f"eval_acc {record['eval_accuracy']:.4f}")
     for epoch in range(start_epoch, config.epochs):
         head.train()
         t0 = time.perf_counter()

@@ -16,7 +16,7 @@ def test_train_writes_metrics_checkpoint_and_plot(tmp_path):
     out = tmp_path / "run"
     assert main(["train", *TINY, "--method", "multimix", "--n", "200", "--output-dir", str(out)]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
-    for key in ("method", "eval_accuracy", "best_eval_accuracy", "train_time_s"):
+    for key in ("method", "eval_accuracy", "best_eval_accuracy", "train_time_s", "initial_eval_accuracy"):
         assert key in metrics
     assert metrics["method"] == "multimix" and 0 <= metrics["eval_accuracy"] <= 1
     assert metrics["train_examples"] == 60 and metrics["eval_examples"] == 40
