@@ -1,5 +1,5 @@
 """MultiMix losses: pooled and dense, with the exact logit-space shortcut, chunking over the
-mixes, label smoothing, a clean-batch term and self-distillation (METHOD.md sections 1-3).
+mixes, label smoothing, a clean-batch term and self-distillation (docs/method.md).
 
 Pooled MultiMix is dense MultiMix with a single position, so both go through one code path.
 Mixing and the soft-target cross-entropy run in float32 whatever the input dtype or autocast.
@@ -84,6 +84,9 @@ def multimix_loss(
         targets: class ids `[m]` or probabilities `[m, c]`.
         classifier: maps `[..., d]` to `[..., c]` (the model's own head).
         lam: weights `[m, n]`; sampled with `n` and `alpha` when None.
+        n: number of mixes when `lam` is sampled.
+        alpha: Dirichlet concentration when `lam` is sampled, a float or a `(lo, hi)` range
+            drawn per call.
         affine: whether `classifier` is affine; None detects it (`is_affine`). Affine heads use
             the exact logit-space shortcut, other heads run on the mixed embeddings.
         num_classes: `c`; inferred from the classifier when None.
@@ -143,6 +146,10 @@ def dense_multimix_loss(
     """Dense MultiMix loss: mixes every position, weighted by attention, and averages the
     soft-target cross-entropy over all valid `(mix, position)` terms.
 
+    The arguments not listed below (`n`, `alpha`, `affine`, `num_classes`, `label_smoothing`,
+    `clean_weight`, `clean_logits`, `distill_weight`, `temperature`, `chunk_size`) are as in
+    `multimix_loss`.
+
     Args:
         z: position embeddings in the classifier's input space, `[m, r, d]`.
         targets: class ids `[m]` or probabilities `[m, c]`.
@@ -155,7 +162,6 @@ def dense_multimix_loss(
         mask: bool `[m, r]`, True for real positions.
         detach_attention: stop gradients through the attention.
         teacher_probs: `[m, c]` (per example) or `[m, r, c]` (per position).
-        Other arguments: as in `multimix_loss`.
 
     Returns:
         Scalar float32 loss.
@@ -278,6 +284,26 @@ def _loss(
     return loss
 
 
+def _shortcut_ce(w: Tensor, valid: Tensor, logits: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    """Soft-target cross-entropy of the mixed logits without materialising the mixed targets.
+
+    With mixed logits `l~ = sum_j w_j l_j` and targets `y~ = sum_i w_i y_i` (per position),
+    `CE = sum_c y~[c] * lse(l~) - y~ . l~`, and `y~ . l~ = sum_ij w_i w_j (y_i . l_j)` is a
+    quadratic form in the `m x m` matrix `l_j . y_i`: only the log-sum-exp touches the
+    `[n, r, c]` mixed logits. Same value as `soft_cross_entropy(l~, y~)`.
+
+    `w [r, m, k]`, `valid [k, r]`, clean logits `[m, r, c]`, targets `y [m, c]`.
+    """
+    mixed = torch.bmm(w.transpose(1, 2), logits.transpose(0, 1))  # [r, k, c]
+    lse = torch.logsumexp(mixed, dim=-1)  # [r, k]
+    gram = torch.einsum("jrc,ic->rji", logits, y)  # [r, m(logits j), m(targets i)]
+    cross = (w * torch.bmm(gram.transpose(1, 2), w)).sum(dim=1)  # [r, k]: sum_ij w_i w_j (y_i . l_j)
+    mass = torch.einsum("rmk,m->rk", w, y.sum(dim=-1))  # 1 for targets that are distributions
+    term = (lse * mass - cross).t()  # [k, r]
+    valid = valid.to(term.dtype)
+    return (term * valid).sum(), valid.sum()
+
+
 def _chunked_mixed_loss(
     source: Tensor,
     shortcut: bool,
@@ -304,6 +330,8 @@ def _chunked_mixed_loss(
 
     def chunk_loss(lam_c: Tensor, a_: Tensor, source_: Tensor) -> tuple[Tensor, Tensor]:
         w, valid = _normalise(lam_c, a_)  # [r, m, k], [k, r]
+        if shortcut and teacher is None:
+            return _shortcut_ce(w, valid, source_, y)
         if shortcut:
             logits = torch.einsum("rmk,mrc->krc", w, source_)
         else:
