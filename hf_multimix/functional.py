@@ -151,7 +151,7 @@ def multimix(z: Tensor, y: Tensor, lam: Tensor, *, num_classes: int | None = Non
 def dense_weights(
     lam: Tensor, m: int, r: int, attn: Tensor | None = None, mask: Tensor | None = None
 ) -> tuple[Tensor, Tensor]:
-    """Per-position interpolation weights of Dense MultiMix (METHOD.md section 2).
+    """Per-position interpolation weights of Dense MultiMix (docs/method.md).
 
     `w[j, i, k] = a[i, j] * lam[j, i, k] / sum_i' a[i', j] * lam[j, i', k]`.
 

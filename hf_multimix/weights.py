@@ -176,7 +176,7 @@ def convert_efficientnet_lite0_state_dict(
     no target key is left over, and every tensor shape matches the target model's.
 
     Args:
-        source: State dict as returned by :func:`load_efficientnet_lite0_state_dict`.
+        source: State dict as returned by ``load_efficientnet_lite0_state_dict``.
         model: A timm ``tf_efficientnet_lite0`` with a 1000-class classifier; it is only read.
 
     Returns:
@@ -225,8 +225,8 @@ def convert_efficientnet_lite0_state_dict(
 def efficientnet_lite0(num_classes: int = 1000, pretrained: bool = True, **timm_kwargs: Any) -> nn.Module:
     """timm ``tf_efficientnet_lite0``, optionally with the packaged ImageNet weights.
 
-    Input: float ``[B, C, H, W]`` normalised with :data:`EFFICIENTNET_LITE0_MEAN` /
-    :data:`EFFICIENTNET_LITE0_STD` (pixels in [0, 1]), ideally 224x224. Output: logits
+    Input: float ``[B, C, H, W]`` normalised with ``EFFICIENTNET_LITE0_MEAN`` /
+    ``EFFICIENTNET_LITE0_STD`` (pixels in [0, 1]), ideally 224x224. Output: logits
     ``[B, num_classes]``. Padding is TF "SAME" computed per input, so any size works.
 
     Args:
@@ -306,7 +306,7 @@ def minilm_classifier(
 
     The encoder is pretrained; the classifier ``Linear(384, num_labels)`` is newly initialised.
     Model input: ``input_ids`` / ``attention_mask`` int64 ``[B, T]`` (T <= 512, trained with
-    :data:`MINILM_MAX_LENGTH`); output ``.logits`` float ``[B, num_labels]``.
+    ``MINILM_MAX_LENGTH``); output ``.logits`` float ``[B, num_labels]``.
 
     Args:
         num_labels: Number of classes.

@@ -1,7 +1,7 @@
 """Adapters for Hugging Face sequence classifiers: BERT (and MiniLM, a BERT config), RoBERTa,
 DistilBERT and DeBERTa-v2.
 
-MultiMix mixes at the last layer before the classifier (METHOD.md). Where the model's head is
+MultiMix mixes at the last layer before the classifier (docs/method.md). Where the model's head is
 a pooler followed by a Linear, the mixing point is the pooler's output and the classifier is
 affine (exact logit shortcut); where the head is itself non-linear, the mixing point is the
 first-token hidden state and the head runs on mixed embeddings:

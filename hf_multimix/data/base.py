@@ -56,7 +56,7 @@ class ClassificationData:
     """A classification data set: a ``train`` split and an optional ``eval`` split.
 
     Loaders return everything they read in ``train`` (``eval=None``) unless the source has its
-    own held-out split (e.g. a Hugging Face ``test`` split); use :func:`split` to make one.
+    own held-out split (e.g. a Hugging Face ``test`` split); use ``split`` to make one.
 
     Attributes:
         name: Short description of the source (e.g. ``"mnist"``, a path, ``"hf:imdb"``).
@@ -133,7 +133,7 @@ def split(
         seed: Seed; the same seed gives the same split.
 
     Returns:
-        A new :class:`ClassificationData` with ``train`` and ``eval`` set.
+        A new ``ClassificationData`` with ``train`` and ``eval`` set.
 
     Raises:
         ValueError: bad arguments, or a class too small for the request.
