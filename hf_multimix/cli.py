@@ -48,6 +48,16 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
 def _unit_float(text: str) -> float:
     try:
         value = float(text)
@@ -87,20 +97,24 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                    help="mnist | digits | tweets (embedded) | an image folder | a CSV with text,label | hf:<name>")
     p.add_argument("--n", type=_positive_int, default=1000, help="MultiMix: mixes per batch (default 1000)")
     p.add_argument("--alpha", type=_alpha, default=None,
-                   help="Dirichlet alpha, a number or 'lo,hi' (default 0.5,2.0); Beta alpha for the mixup baselines (default 1.0)")
+                   help="Dirichlet alpha, a number or 'lo,hi' (default 0.2); Beta alpha for the mixup baselines (default 1.0)")
     p.add_argument("--distill-weight", type=_unit_float, default=0.0, help="self-distillation weight beta (default 0)")
     p.add_argument("--attention", default="pooled", choices=["pooled", "cam", "uniform", "cls"],
                    help="dense MultiMix attention (default pooled)")
-    p.add_argument("--epochs", type=_positive_int, default=3)
+    p.add_argument("--epochs", type=_positive_int, default=5)
     p.add_argument("--batch-size", type=_positive_int, default=32)
     p.add_argument("--lr", type=_positive_float, default=None, help="default 1e-3 (images), 5e-5 (text)")
     p.add_argument("--weight-decay", type=float, default=0.01)
     p.add_argument("--grad-accum", type=_positive_int, default=1, help="gradient accumulation steps")
     p.add_argument("--label-smoothing", type=_unit_float, default=0.0)
+    p.add_argument("--shared-lambda", action="store_true",
+                   help="Dense MultiMix: one interpolation vector for all positions (default: one per position)")
+    p.add_argument("--clean-weight", type=_non_negative_float, default=0.0,
+                   help="MultiMix: weight of the clean-batch cross-entropy added to the loss (default 0)")
     p.add_argument("--mixed-precision", default="no", choices=["no", "fp16", "bf16"])
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--train-per-class", type=_positive_int, default=50,
-                   help="training examples per class; the rest is held out for evaluation (default 50)")
+    p.add_argument("--train-per-class", type=_positive_int, default=100,
+                   help="training examples per class; the rest is held out for evaluation (default 100)")
     p.add_argument("--max-eval", type=_positive_int, default=1000, help="cap on evaluation examples (default 1000)")
     p.add_argument("--image-size", type=_positive_int, default=64, help="input resolution for images (default 64)")
     p.add_argument("--max-length", type=_positive_int, default=64, help="max tokens for text (default 64)")
@@ -212,9 +226,10 @@ def head_for(method: str, model: Any, args: argparse.Namespace):
         return MultiMixHead(model, prob=0.0, label_smoothing=args.label_smoothing)
     if method == "manifold-mixup":
         return MultiMixHead(model, alpha=mixup_alpha, mixing="pairwise", label_smoothing=args.label_smoothing)
-    alpha = args.alpha if args.alpha is not None else (0.5, 2.0)
+    alpha = args.alpha if args.alpha is not None else 0.2
     return MultiMixHead(model, n=args.n, alpha=alpha, dense=method == "dense-multimix", attention=args.attention,
-                        distill_weight=args.distill_weight, label_smoothing=args.label_smoothing)
+                        distill_weight=args.distill_weight, label_smoothing=args.label_smoothing,
+                        clean_weight=args.clean_weight, per_position=not args.shared_lambda)
 
 
 def run_method(method: str, args: argparse.Namespace, output_dir: str, resume: str | None = None) -> dict[str, Any]:
@@ -255,6 +270,9 @@ def run_method(method: str, args: argparse.Namespace, output_dir: str, resume: s
         "n": args.n if "multimix" in method else None,
         "alpha": args.alpha,
         "distill_weight": args.distill_weight,
+        "clean_weight": args.clean_weight,
+        "attention": args.attention if method == "dense-multimix" else None,
+        "shared_lambda": args.shared_lambda if method == "dense-multimix" else None,
         "history": history,
     }
     with open(os.path.join(output_dir, "metrics.json"), "w") as f:

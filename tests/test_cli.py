@@ -66,6 +66,7 @@ def _one_line_error(capsys, argv):
         (["train", "--method", "saliencymix"], "unknown method 'saliencymix'"),
         (["train", "--n", "0"], "--n: must be a positive integer, got 0"),
         (["train", "--alpha", "-1"], "--alpha: expected a positive number"),
+        (["train", "--clean-weight", "-0.5"], "--clean-weight: must be >= 0, got -0.5"),
         (["compare", "--methods", "erm,foo"], "unknown method 'foo'"),
     ],
 )
@@ -94,3 +95,15 @@ def test_input_mixup_on_text_is_refused(tmp_path, capsys):
 def test_console_script_is_installed():
     out = subprocess.run([sys.executable, "-m", "hf_multimix.cli", "train", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "--method" in out.stdout and "dense-multimix" in out.stdout
+
+
+def test_options_reach_the_head():
+    import timm
+
+    from hf_multimix.cli import build_parser, head_for
+
+    args = build_parser().parse_args(["train", "--method", "dense-multimix", "--shared-lambda", "--clean-weight", "0.5",
+                                      "--attention", "cam", "--n", "64", "--alpha", "0.3", "--output-dir", "unused"])
+    head = head_for("dense-multimix", timm.create_model("resnet10t", pretrained=False, num_classes=3), args)
+    assert head.dense and head.per_position is False and head.clean_weight == 0.5 and head.attention == "cam"
+    assert head.n == 64 and head.alpha == 0.3

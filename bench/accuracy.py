@@ -1,0 +1,209 @@
+"""Accuracy benchmark on the embedded real data: methods x seeds, ablations, embedding analysis.
+
+Every run is one `hf-multimix train` (the CLI's own `run_method`) with the same data split,
+model, budget (epochs, batch size, learning rate) and seed for every method; only the
+method or the ablated option changes. Each run writes its `metrics.json` under
+`--out/runs/<setting>/<variant>/seed<k>/` (not committed), and a finished run is not run again, so an
+interrupted benchmark continues where it stopped. The report (`--out/accuracy.md` and
+`.json`) gives mean +- std over seeds of the final and of the best epoch's accuracy.
+
+    python bench/accuracy.py --settings mnist-lite0-100 --seeds 0,1,2,3,4          # all methods
+    python bench/accuracy.py --settings mnist-lite0-100 --ablation alpha --seeds 0,1,2
+    python bench/accuracy.py --settings mnist-lite0-100 --analysis                  # + alignment, uniformity, ECE
+    python bench/accuracy.py --report-only                                          # tables from finished runs
+
+Settings (data, model, budget) are in `SETTINGS`; methods in `METHODS`; ablations in
+`ABLATIONS`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from datetime import date
+from typing import Any
+
+import torch
+
+from hf_multimix.cli import build_parser, prepare, run_method
+
+# Data, model and budget: identical for every method of a setting.
+SETTINGS: dict[str, list[str]] = {
+    # ImageNet-pretrained EfficientNet-Lite0 fine-tuned on real MNIST digits, low-data regime.
+    "mnist-lite0-50": ["--dataset", "mnist", "--train-per-class", "50", "--epochs", "5", "--max-eval", "2000"],
+    "mnist-lite0-100": ["--dataset", "mnist", "--train-per-class", "100", "--epochs", "5", "--max-eval", "2000"],
+    # A small timm model from scratch (no pretraining).
+    "mnist-resnet10t-100": ["--dataset", "mnist", "--model", "resnet10t", "--train-per-class", "100", "--epochs",
+                            "10", "--image-size", "32", "--max-eval", "2000"],
+    # scikit-learn's 8x8 digits, pretrained EfficientNet-Lite0.
+    "digits-lite0-50": ["--dataset", "digits", "--train-per-class", "50", "--epochs", "5", "--max-eval", "2000"],
+    # Tweets sentiment (3 classes) with pretrained MiniLM-L6.
+    "tweets-minilm-200": ["--dataset", "tweets", "--train-per-class", "200", "--epochs", "3", "--max-eval", "1000",
+                          "--lr", "1e-4", "--max-length", "48"],
+}
+
+# name -> (method, extra CLI arguments)
+METHODS: dict[str, tuple[str, list[str]]] = {
+    "erm": ("erm", []),
+    "mixup": ("mixup", []),
+    "cutmix": ("cutmix", []),
+    "manifold-mixup": ("manifold-mixup", []),
+    "multimix": ("multimix", []),
+    "multimix+sd": ("multimix", ["--distill-weight", "0.5"]),
+    "dense-multimix": ("dense-multimix", []),
+    "dense-multimix+sd": ("dense-multimix", ["--distill-weight", "0.5"]),
+}
+IMAGE_ONLY = {"mixup", "cutmix"}
+
+ABLATIONS: dict[str, dict[str, tuple[str, list[str]]]] = {
+    "n": {f"multimix n={n}": ("multimix", ["--n", str(n)]) for n in (10, 100, 1000, 10000)},
+    "alpha": {f"multimix alpha={a}": ("multimix", ["--alpha", a]) for a in ("0.1", "0.2", "0.5", "1.0", "0.5,2.0")},
+    "attention": {f"dense attention={a}": ("dense-multimix", ["--attention", a]) for a in ("pooled", "cam", "uniform")},
+    "lambda": {
+        "dense per-position lambda": ("dense-multimix", []),
+        "dense shared lambda": ("dense-multimix", ["--shared-lambda"]),
+    },
+}
+
+
+def run_dir(out: str, setting: str, variant: str, seed: int) -> str:
+    safe = variant.replace(" ", "_").replace("=", "-").replace(",", "_")
+    return os.path.join(out, "runs", setting, safe, f"seed{seed}")
+
+
+def run_one(setting: str, variant: str, method: str, extra: list[str], seed: int, out: str,
+            extra_common: list[str]) -> dict[str, Any]:
+    path = run_dir(out, setting, variant, seed)
+    done = os.path.join(path, "metrics.json")
+    if os.path.exists(done):
+        with open(done) as f:
+            return json.load(f)
+    os.makedirs(path, exist_ok=True)
+    argv = ["train", *SETTINGS[setting], *extra_common, *extra, "--method", method, "--seed", str(seed),
+            "--no-progress", "--output-dir", path]
+    args = build_parser().parse_args(argv)
+    print(f"== {setting} | {variant} | seed {seed}", flush=True)
+    metrics = run_method(method, args, path)
+    metrics["variant"], metrics["setting"], metrics["argv"] = variant, setting, argv
+    with open(done, "w") as f:
+        json.dump(metrics, f, indent=2)
+    return metrics
+
+
+def analyse(setting: str, variant: str, seed: int, out: str) -> tuple[dict[str, Any], Any]:
+    """Alignment, uniformity and ECE of a finished run's final model on its held-out data."""
+    from safetensors.torch import load_file
+
+    from hf_multimix import MultiMixHead
+    from hf_multimix.analysis import embedding_report
+
+    path = run_dir(out, setting, variant, seed)
+    with open(os.path.join(path, "metrics.json")) as f:
+        argv = json.load(f)["argv"]
+    args = build_parser().parse_args(argv)
+    prepared = prepare(args)
+    prepared.model.load_state_dict(load_file(os.path.join(path, "checkpoint-last", "model.safetensors")))
+    report = embedding_report(MultiMixHead(prepared.model), prepared.eval_loader)
+    return {"setting": setting, "variant": variant, "seed": seed, **report.as_dict()}, report
+
+
+def mean_std(values: list[float]) -> str:
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{100 * values[0]:.2f}"
+    return f"{100 * statistics.mean(values):.2f} +- {100 * statistics.stdev(values):.2f}"
+
+
+def report(rows: list[dict[str, Any]], analysis: list[dict[str, Any]], path_md: str, command: str) -> str:
+    lines = [
+        f"Command: `{command}`  ",
+        f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}; date {date.today()}.",
+        "",
+    ]
+    settings = list(dict.fromkeys(r["setting"] for r in rows))
+    for setting in settings:
+        lines += [f"### {setting}", "", f"`{' '.join(SETTINGS[setting])}`", "",
+                  "| variant | seeds | final accuracy (%) | best-epoch accuracy (%) | train time (s) |",
+                  "|---|---|---|---|---|"]
+        variants = list(dict.fromkeys(r["variant"] for r in rows if r["setting"] == setting))
+        for v in variants:
+            rs = [r for r in rows if r["setting"] == setting and r["variant"] == v]
+            lines.append(f"| {v} | {len(rs)} | {mean_std([r['eval_accuracy'] for r in rs])} | "
+                         f"{mean_std([r['best_eval_accuracy'] for r in rs])} | "
+                         f"{statistics.mean(r['train_time_s'] for r in rs):.0f} |")
+        lines.append("")
+        an = [a for a in analysis if a["setting"] == setting]
+        if an:
+            lines += ["| model | seeds | accuracy (%) | alignment (lower: tighter classes) | "
+                      "uniformity (lower: more spread) | ECE (%) |", "|---|---|---|---|---|---|"]
+            for v in dict.fromkeys(a["variant"] for a in an):
+                a_v = [a for a in an if a["variant"] == v]
+                stat = lambda k: f"{statistics.mean(a[k] for a in a_v):.3f}"  # noqa: E731
+                lines.append(f"| {v} | {len(a_v)} | {mean_std([a['accuracy'] for a in a_v])} | {stat('alignment')} | "
+                             f"{stat('uniformity')} | {mean_std([a['ece'] for a in a_v])} |")
+            lines.append("")
+    text = "\n".join(lines)
+    with open(path_md, "w") as f:
+        f.write(text + "\n")
+    return text
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--settings", default="mnist-lite0-100", help=f"comma-separated, from {', '.join(SETTINGS)}")
+    p.add_argument("--methods", default=",".join(METHODS), help="comma-separated variants from METHODS")
+    p.add_argument("--ablation", default=None, choices=sorted(ABLATIONS), help="run this ablation instead of methods")
+    p.add_argument("--seeds", default="0,1,2,3,4")
+    p.add_argument("--analysis", action="store_true",
+                   help="alignment, uniformity, ECE and a 2-D projection of the erm, mixup and multimix models")
+    p.add_argument("--extra", default="", help="more CLI arguments for every run, e.g. '--epochs 3'")
+    p.add_argument("--out", default="bench/results")
+    p.add_argument("--report-only", action="store_true", help="only aggregate the finished runs")
+    args = p.parse_args()
+    seeds = [int(s) for s in args.seeds.split(",")]
+    extra_common = args.extra.split()
+    command = "python bench/accuracy.py " + " ".join(sys.argv[1:])
+    os.makedirs(args.out, exist_ok=True)
+
+    grid = ABLATIONS[args.ablation] if args.ablation else {m: METHODS[m] for m in args.methods.split(",")}
+    rows, analysis = [], []
+    t0 = time.perf_counter()
+    for setting in args.settings.split(","):
+        text_data = "tweets" in SETTINGS[setting]
+        for variant, (method, extra) in grid.items():
+            if text_data and method in IMAGE_ONLY:
+                continue
+            for seed in seeds:
+                if args.report_only and not os.path.exists(
+                        os.path.join(run_dir(args.out, setting, variant, seed), "metrics.json")):
+                    continue
+                rows.append(run_one(setting, variant, method, extra, seed, args.out, extra_common))
+        if args.analysis:
+            from hf_multimix.analysis import plot_projection
+
+            reports = {}
+            for variant in ("erm", "mixup", "multimix"):
+                if variant not in grid or (text_data and variant in IMAGE_ONLY):
+                    continue
+                for seed in seeds:
+                    row, rep = analyse(setting, variant, seed, args.out)
+                    analysis.append(row)
+                    reports.setdefault(variant, rep)  # the first seed's embeddings for the plot
+            plot_projection(reports, os.path.join(args.out, f"{setting}_projection.png"))
+    name = f"accuracy_{args.ablation}" if args.ablation else "accuracy"
+    text = report(rows, analysis, os.path.join(args.out, f"{name}.md"), command)
+    with open(os.path.join(args.out, f"{name}.json"), "w") as f:
+        json.dump({"rows": [{k: v for k, v in r.items() if k != "history"} for r in rows], "analysis": analysis},
+                  f, indent=2)
+    print(text)
+    print(f"({time.perf_counter() - t0:.0f}s)")
+
+
+if __name__ == "__main__":
+    main()
