@@ -232,3 +232,21 @@ def test_loss_label_range_error_names_classifier_size():
         multimix_loss(torch.randn(2, 5), torch.ones(2, 4) / 4, nn.Linear(5, 3))
     with pytest.raises(ValueError, match=r"mask hides every position of example\(s\) \[0\]"):
         dense_multimix_loss(torch.randn(2, 3, 5), torch.tensor([0, 1]), nn.Linear(5, 3), mask=torch.tensor([[0, 0, 0], [1, 1, 0]], dtype=torch.bool))
+
+
+def test_shortcut_equals_embedding_path_for_soft_targets_dense():
+    # The shortcut never builds mixed targets (log-sum-exp minus a quadratic form): check it
+    # against the embedding path for arbitrary probability targets, chunked and not.
+    torch.manual_seed(1)
+    m, r, d, c, n = 6, 5, 8, 7, 30
+    head = nn.Linear(d, c).double()
+    z = torch.randn(m, r, d, dtype=torch.float64, requires_grad=True)
+    y = torch.softmax(3 * torch.randn(m, c, dtype=torch.float64), -1)
+    lam = sample_lambda(m, n, positions=r).double()
+    slow = dense_multimix_loss(z, y, head, lam, affine=False)
+    slow_grads = _grads(slow, z, head.weight)
+    for chunk in (None, 7):
+        fast = dense_multimix_loss(z, y, head, lam, affine=True, chunk_size=chunk)
+        torch.testing.assert_close(fast, slow)
+        for g_fast, g_slow in zip(_grads(fast, z, head.weight), slow_grads):
+            torch.testing.assert_close(g_fast, g_slow)
