@@ -1,0 +1,241 @@
+"""Training-step cost of MultiMix through `MultiMixHead`, against ERM, measured side by side.
+
+One step = forward + backward + optimiser step. For each model and batch size the ERM step
+(the plain model and cross-entropy), pooled MultiMix and Dense MultiMix steps run
+interleaved (ERM, MultiMix, dense, ERM, ...) and the medians are compared, so machine
+noise hits all alike. Peak memory is measured per case: on CUDA with
+`max_memory_allocated`, on CPU as the peak resident set of a fresh process.
+
+    python bench/speed.py                                   # the CPU grid (small images)
+    python bench/speed.py --device cuda --image-size 224 --batch-sizes 128 --precision bf16
+    python bench/speed.py --models resnet18 --n 100,1000,10000 --plot docs/img/speed_scaling.png
+
+Dense resolution `r` follows from the model and the input size (ResNet/ConvNeXt: (size/32)^2,
+ViT-S/16: (size/16)^2, BERT: sequence length); `--r` picks the input size that gives it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from datetime import date
+
+import torch
+import torch.nn.functional as F
+
+from hf_multimix import MultiMixHead
+
+TIMM = {"resnet18": 32, "resnet50": 32, "vit_small_patch16_224": 16, "convnext_tiny": 32}
+BERT = "bert"
+
+
+def _rss_mib(field: str) -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError(field)
+
+
+def build(model_name: str, m: int, r: int | None, image_size: int, device: torch.device, num_classes: int = 1000):
+    """Model and one batch. With `r`, the input size is chosen to give `r` positions."""
+    torch.manual_seed(0)
+    if model_name == BERT:
+        from transformers import BertConfig, BertForSequenceClassification
+
+        cfg = BertConfig(num_labels=num_classes)  # bert-base sized, random init
+        model = BertForSequenceClassification(cfg)
+        length = r or 128
+        inputs = {"input_ids": torch.randint(1000, 30000, (m, length)), "attention_mask": torch.ones(m, length, dtype=torch.long)}
+    else:
+        import timm
+
+        stride = TIMM[model_name]
+        size = stride * int(math.isqrt(r)) if r else image_size
+        kwargs = {"img_size": size} if model_name.startswith("vit") else {}
+        model = timm.create_model(model_name, pretrained=False, num_classes=num_classes, **kwargs)
+        inputs = {"pixel_values": torch.randn(m, 3, size, size)}
+    inputs = {k: v.to(device) for k, v in inputs.items()}
+    labels = torch.randint(0, num_classes, (m,), device=device)
+    return model.to(device), inputs, labels
+
+
+def make_steps(model, inputs, labels, n: int, precision: str, device: torch.device) -> dict:
+    """One callable per method, each a full training step."""
+    opt = torch.optim.SGD(model.parameters(), lr=1e-4)
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+
+    def run(loss_fn):
+        def step():
+            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                loss = loss_fn()
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        return step
+
+    pooled = MultiMixHead(model, n=n)
+    dense = MultiMixHead(model, n=n, dense=True)
+
+    def erm():
+        out = model(inputs["pixel_values"]) if "pixel_values" in inputs else model(**inputs).logits
+        return F.cross_entropy(out.float(), labels)
+
+    return {
+        "erm": run(erm),
+        "multimix": run(lambda: pooled(**inputs, labels=labels).loss),
+        "dense": run(lambda: dense(**inputs, labels=labels).loss),
+    }
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_case(model_name, m, n, r, args, device) -> dict:
+    model, inputs, labels = build(model_name, m, r, args.image_size, device)
+    model.train()
+    steps = make_steps(model, inputs, labels, n, args.precision, device)
+    for step in steps.values():  # warm-up
+        step()
+    times = {k: [] for k in steps}
+    for _ in range(args.repeats):
+        for name, step in steps.items():
+            _sync(device)
+            t0 = time.perf_counter()
+            step()
+            _sync(device)
+            times[name].append(time.perf_counter() - t0)
+    positions = r or _positions(model_name, args.image_size)
+    row = {"model": model_name, "m": m, "n": n, "r": positions}
+    for name, ts in times.items():
+        row[f"{name}_ms"] = 1000 * statistics.median(ts)
+    return row
+
+
+def _positions(model_name: str, size: int) -> int:
+    return 128 if model_name == BERT else (size // TIMM[model_name]) ** 2
+
+
+def memory_case(model_name, m, n, r, method, args, device) -> float:
+    """Peak extra memory (MiB) of one training step of `method`."""
+    if device.type == "cuda":
+        model, inputs, labels = build(model_name, m, r, args.image_size, device)
+        step = make_steps(model, inputs, labels, n, args.precision, device)[method]
+        step()  # optimiser state allocated
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        step()
+        torch.cuda.synchronize()
+        return (torch.cuda.max_memory_allocated() - base) / 2**20
+    spec = json.dumps([model_name, m, n, r, method])
+    cmd = [sys.executable, __file__, "--memory-case", spec, "--image-size", str(args.image_size),
+           "--precision", args.precision, "--threads", str(torch.get_num_threads())]
+    return float(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.split()[-1])
+
+
+def _memory_child(spec: str, args) -> None:
+    model_name, m, n, r, method = json.loads(spec)
+    device = torch.device("cpu")
+    model, inputs, labels = build(model_name, m, r, args.image_size, device)
+    step = make_steps(model, inputs, labels, n, args.precision, device)[method]
+    step()
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    base = _rss_mib("VmRSS")
+    step()
+    print(_rss_mib("VmHWM") - base)
+
+
+def plot(rows: list[dict], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4))
+    for ax, key in zip(axes, ("n", "m", "r")):
+        others = [k for k in ("model", "n", "m", "r") if k != key]
+        groups: dict = {}
+        for row in rows:
+            groups.setdefault(tuple(row[k] for k in others), []).append(row)
+        for group_key, group in groups.items():
+            if len({g[key] for g in group}) < 2:
+                continue
+            group.sort(key=lambda g: g[key])
+            xs = [g[key] for g in group]
+            label = ", ".join(f"{k}={v}" for k, v in zip(others, group_key))
+            for method, style in (("multimix", "-o"), ("dense", "--s")):
+                extra = [max(g[f"{method}_ms"] - g["erm_ms"], 1e-3) for g in group]
+                ax.loglog(xs, extra, style, label=f"{method} ({label})")
+        ax.set(xlabel=key, ylabel="extra ms per step over ERM", title=f"cost vs {key}")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", default="resnet18,vit_small_patch16_224,convnext_tiny,bert")
+    p.add_argument("--batch-sizes", default="32")
+    p.add_argument("--n", default="1000")
+    p.add_argument("--r", default="", help="comma-separated dense resolutions; empty: from --image-size")
+    p.add_argument("--image-size", type=int, default=64)
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--memory", action="store_true", help="also measure peak memory per method")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--plot", default=None, help="save the log-log cost plot here")
+    p.add_argument("--json", default=None, help="save the rows here")
+    p.add_argument("--memory-case", default=None, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.memory_case:
+        _memory_child(args.memory_case, args)
+        return
+    device = torch.device(args.device)
+    rs = [int(v) for v in args.r.split(",") if v] or [None]
+    rows = []
+    for model_name in args.models.split(","):
+        for m in [int(v) for v in args.batch_sizes.split(",")]:
+            for r in rs:
+                for n in [int(v) for v in args.n.split(",")]:
+                    row = time_case(model_name, m, n, r, args, device)
+                    if args.memory:
+                        for method in ("erm", "multimix", "dense"):
+                            row[f"{method}_mib"] = memory_case(model_name, m, n, r, method, args, device)
+                    rows.append(row)
+                    print(json.dumps(row), flush=True)
+    where = torch.cuda.get_device_name() if device.type == "cuda" else f"{platform.processor() or 'cpu'}, {torch.get_num_threads()} threads"
+    print(f"\n{date.today()}, {where}, torch {torch.__version__}, precision {args.precision}, "
+          f"image size {args.image_size}, medians of {args.repeats} interleaved steps\n")
+    mem = args.memory
+    print("| model | m | n | r | ERM ms | MultiMix ms | ratio | Dense ms | ratio |" + (" ERM MiB | MultiMix MiB | Dense MiB |" if mem else ""))
+    print("|---|---|---|---|---|---|---|---|---|" + ("---|---|---|" if mem else ""))
+    for row in rows:
+        line = (f"| {row['model']} | {row['m']} | {row['n']} | {row['r']} | {row['erm_ms']:.1f} | {row['multimix_ms']:.1f} | "
+                f"{row['multimix_ms'] / row['erm_ms']:.3f} | {row['dense_ms']:.1f} | {row['dense_ms'] / row['erm_ms']:.3f} |")
+        if mem:
+            line += f" {row['erm_mib']:.0f} | {row['multimix_mib']:.0f} | {row['dense_mib']:.0f} |"
+        print(line)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=2)
+    if args.plot:
+        plot(rows, args.plot)
+
+
+if __name__ == "__main__":
+    main()
