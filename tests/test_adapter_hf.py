@@ -7,7 +7,6 @@ so tests stay independent.
 from __future__ import annotations
 
 import copy
-import importlib.util
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -443,11 +442,6 @@ def test_token_type_ids_pass_through() -> None:
 
 # ------------------------------------------------------------------------------------ registry / head
 
-_TIMM_ADAPTER = importlib.util.find_spec("hf_multimix.adapters.timm") is not None
-_HEAD = importlib.util.find_spec("hf_multimix.head") is not None
-
-
-@pytest.mark.skipif(not _TIMM_ADAPTER, reason="find_adapter loads all built-ins; adapters/timm.py not there yet")
 def test_find_adapter_picks_the_family() -> None:
     from hf_multimix.adapters import find_adapter
 
@@ -474,7 +468,6 @@ HEAD_CASES = [(f, False, "pooled") for f in FAMILIES] + [(f, True, "pooled") for
 ]
 
 
-@pytest.mark.skipif(not _HEAD, reason="hf_multimix/head.py not there yet")
 @pytest.mark.parametrize(
     "fam, dense, attention", HEAD_CASES, ids=[f"{f.name}-{'dense' if d else 'pooled'}-{a}" for f, d, a in HEAD_CASES]
 )

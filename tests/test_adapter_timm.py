@@ -7,13 +7,12 @@ import functools
 from dataclasses import dataclass, field
 
 import pytest
+import timm
 import torch
 from torch import nn
 
-timm = pytest.importorskip("timm")
-
-from hf_multimix.adapters.timm import TimmAdapter, TimmWrapperAdapter  # noqa: E402
-from hf_multimix.losses import dense_multimix_loss, multimix_loss, soft_cross_entropy  # noqa: E402
+from hf_multimix.adapters.timm import TimmAdapter, TimmWrapperAdapter
+from hf_multimix.losses import dense_multimix_loss, multimix_loss, soft_cross_entropy
 
 C = 5  # classes
 
@@ -398,7 +397,8 @@ def test_matches() -> None:
 
 @functools.lru_cache(maxsize=None)
 def _wrapper(architecture: str, **model_args) -> nn.Module:
-    transformers = pytest.importorskip("transformers")
+    import transformers
+
     torch.manual_seed(0)
     config = transformers.TimmWrapperConfig(architecture=architecture, num_labels=C, model_args=model_args or None)
     return transformers.TimmWrapperForImageClassification(config)
@@ -430,10 +430,8 @@ def test_timm_wrapper(arch: str, kwargs: dict, size: int) -> None:
 
 
 def _head_module():
-    try:
-        from hf_multimix import head
-    except ImportError:
-        pytest.skip("hf_multimix/head.py is not there yet")
+    from hf_multimix import head
+
     return head
 
 
@@ -473,11 +471,7 @@ def test_find_adapter_picks_timm_adapters() -> None:
     _head_module()
     from hf_multimix.adapters import find_adapter
 
-    try:
-        adapter = find_adapter(build("resnet10t"))
-    except ImportError as err:  # the sibling built-in adapters are written concurrently
-        pytest.skip(f"built-in adapters not all importable yet: {err}")
-    assert type(adapter) is TimmAdapter
+    assert type(find_adapter(build("resnet10t"))) is TimmAdapter
     assert type(find_adapter(_wrapper("resnet10t"))) is TimmWrapperAdapter
 
 
