@@ -17,6 +17,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 METHODS = ("erm", "mixup", "cutmix", "manifold-mixup", "multimix", "dense-multimix")
@@ -28,44 +29,25 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"hf-multimix: error: {message} (see 'hf-multimix {self.prog.split()[-1]} --help')\n")
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
-    return value
+def _number(cast: Callable[[str], Any], ok: Callable[[Any], bool], expected: str, bound: str) -> Callable[[str], Any]:
+    """An argparse `type` that parses with `cast` and accepts values where `ok` holds."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = cast(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {value}")
+        return value
+
+    return parse
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
-
-
-def _unit_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {value}")
-    return value
+_positive_int = _number(int, lambda v: v >= 1, "a positive integer", "a positive integer")
+_positive_float = _number(float, lambda v: v > 0, "a number", "> 0")
+_non_negative_float = _number(float, lambda v: v >= 0, "a number >= 0", ">= 0")
+_unit_float = _number(float, lambda v: 0 <= v <= 1, "a number in [0, 1]", "in [0, 1]")
 
 
 def _alpha(text: str) -> float | tuple[float, float]:
