@@ -4,7 +4,9 @@ Every run is one `hf-multimix train` (the CLI's own `run_method`) with the same 
 model, budget (epochs, batch size, learning rate) and seed for every method; only the
 method or the ablated option changes. Each run writes its `metrics.json` under
 `--out/runs/<setting>/<variant>/seed<k>/` (not committed), and a finished run is not run again, so an
-interrupted benchmark continues where it stopped. The report (`--out/accuracy.md` and
+interrupted benchmark continues where it stopped. A variant whose resolved configuration equals a
+finished run's (say `multimix n=1000` and `multimix`, 1000 being the default) reuses that run and
+records `reused_from` in its `metrics.json`. The report (`--out/accuracy.md` and
 `.json`) gives mean +- std over seeds of the final and of the best epoch's accuracy.
 
     python bench/accuracy.py --settings mnist-lite0-100 --seeds 0,1,2,3,4          # all methods
@@ -19,6 +21,7 @@ Settings (data, model, budget) are in `SETTINGS`; methods in `METHODS`; ablation
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import os
 import platform
@@ -76,6 +79,26 @@ def run_dir(out: str, setting: str, variant: str, seed: int) -> str:
     return os.path.join(out, "runs", setting, safe, f"seed{seed}")
 
 
+def resolved_config(argv: list[str]) -> dict[str, Any]:
+    """Everything that decides a run's result, with method-dependent defaults filled in."""
+    config = vars(build_parser().parse_args(argv))
+    for key in ("output_dir", "no_progress", "resume", "func", "command"):
+        config.pop(key, None)
+    if config.get("alpha") is None:
+        config["alpha"] = 0.2 if "multimix" in config["method"] and config["method"] != "manifold-mixup" else 1.0
+    return config
+
+
+def find_same_run(out: str, setting: str, seed: int, config: dict[str, Any]) -> str | None:
+    """A finished run of this setting and seed with the same resolved configuration (another variant's name)."""
+    for done in sorted(glob.glob(os.path.join(out, "runs", setting, "*", f"seed{seed}", "metrics.json"))):
+        with open(done) as f:
+            metrics = json.load(f)
+        if "reused_from" not in metrics and resolved_config(metrics["argv"]) == config:
+            return done
+    return None
+
+
 def run_one(setting: str, variant: str, method: str, extra: list[str], seed: int, out: str,
             extra_common: list[str]) -> dict[str, Any]:
     path = run_dir(out, setting, variant, seed)
@@ -83,9 +106,19 @@ def run_one(setting: str, variant: str, method: str, extra: list[str], seed: int
     if os.path.exists(done):
         with open(done) as f:
             return json.load(f)
-    os.makedirs(path, exist_ok=True)
     argv = ["train", *SETTINGS[setting], *extra_common, *extra, "--method", method, "--seed", str(seed),
             "--no-progress", "--output-dir", path]
+    same = find_same_run(out, setting, seed, resolved_config(argv))
+    if same is not None:  # e.g. "multimix n=1000" is "multimix" with its default n: one run serves both rows
+        with open(same) as f:
+            metrics = json.load(f)
+        metrics.update(variant=variant, reused_from=os.path.relpath(same, out))
+        os.makedirs(path, exist_ok=True)
+        with open(done, "w") as f:
+            json.dump(metrics, f, indent=2)
+        print(f"== {setting} | {variant} | seed {seed}: same configuration as {same}, not run again", flush=True)
+        return metrics
+    os.makedirs(path, exist_ok=True)
     args = build_parser().parse_args(argv)
     print(f"== {setting} | {variant} | seed {seed}", flush=True)
     metrics = run_method(method, args, path)
@@ -104,7 +137,10 @@ def analyse(setting: str, variant: str, seed: int, out: str) -> tuple[dict[str, 
 
     path = run_dir(out, setting, variant, seed)
     with open(os.path.join(path, "metrics.json")) as f:
-        argv = json.load(f)["argv"]
+        metrics = json.load(f)
+    argv = metrics["argv"]
+    if "reused_from" in metrics:  # the checkpoint is in the run this variant shares
+        path = os.path.dirname(os.path.join(out, metrics["reused_from"]))
     args = build_parser().parse_args(argv)
     prepared = prepare(args)
     prepared.model.load_state_dict(load_file(os.path.join(path, "checkpoint-last", "model.safetensors")))

@@ -9,6 +9,7 @@ noise hits all alike. Peak memory is measured per case: on CUDA with
     python bench/speed.py                                   # the CPU grid (small images)
     python bench/speed.py --device cuda --image-size 224 --batch-sizes 128 --precision bf16
     python bench/speed.py --models resnet18 --n 100,1000,10000 --plot docs/img/speed_scaling.png
+    python bench/speed.py --from-json a.json,b.json --plot docs/img/speed_scaling.png  # merge saved sweeps
 
 Dense resolution `r` follows from the model and the input size (ResNet/ConvNeXt: (size/32)^2,
 ViT-S/16: (size/16)^2, BERT: sequence length); `--r` picks the input size that gives it.
@@ -198,6 +199,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--plot", default=None, help="save the log-log cost plot here")
     p.add_argument("--json", default=None, help="save the rows here")
+    p.add_argument("--from-json", default=None,
+                   help="comma-separated row files saved by --json: print their table and --plot them, time nothing")
     p.add_argument("--memory-case", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.threads:
@@ -208,6 +211,14 @@ def main() -> None:
     device = torch.device(args.device)
     rs = [int(v) for v in args.r.split(",") if v] or [None]
     rows = []
+    if args.from_json:
+        for path in args.from_json.split(","):
+            with open(path) as f:
+                rows += json.load(f)
+        print_table(rows)
+        if args.plot:
+            plot(rows, args.plot)
+        return
     for model_name in args.models.split(","):
         for m in [int(v) for v in args.batch_sizes.split(",")]:
             for r in rs:
@@ -221,7 +232,16 @@ def main() -> None:
     where = torch.cuda.get_device_name() if device.type == "cuda" else f"{platform.processor() or 'cpu'}, {torch.get_num_threads()} threads"
     print(f"\n{date.today()}, {where}, torch {torch.__version__}, precision {args.precision}, "
           f"image size {args.image_size}, medians of {args.repeats} interleaved steps\n")
-    mem = args.memory
+    print_table(rows)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=2)
+    if args.plot:
+        plot(rows, args.plot)
+
+
+def print_table(rows: list[dict]) -> None:
+    mem = all("erm_mib" in row for row in rows)
     print("| model | m | n | r | ERM ms | MultiMix ms | ratio | Dense ms | ratio |" + (" ERM MiB | MultiMix MiB | Dense MiB |" if mem else ""))
     print("|---|---|---|---|---|---|---|---|---|" + ("---|---|---|" if mem else ""))
     for row in rows:
@@ -230,11 +250,6 @@ def main() -> None:
         if mem:
             line += f" {row['erm_mib']:.0f} | {row['multimix_mib']:.0f} | {row['dense_mib']:.0f} |"
         print(line)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(rows, f, indent=2)
-    if args.plot:
-        plot(rows, args.plot)
 
 
 if __name__ == "__main__":

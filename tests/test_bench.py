@@ -1,0 +1,76 @@
+"""The benchmark scripts in bench/: the accuracy benchmark's run bookkeeping and a tiny speed run."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_resolved_config_fills_method_defaults():
+    acc = _load("accuracy")
+    plain = acc.resolved_config(["train", "--method", "multimix", "--output-dir", "a"])
+    explicit = acc.resolved_config(["train", "--method", "multimix", "--n", "1000", "--alpha", "0.2",
+                                    "--output-dir", "b", "--no-progress"])
+    assert plain == explicit  # the output folder and progress bars do not change a result
+    assert acc.resolved_config(["train", "--method", "multimix", "--n", "100", "--output-dir", "a"]) != plain
+    assert acc.resolved_config(["train", "--method", "multimix", "--seed", "1", "--output-dir", "a"]) != plain
+    # mixup baselines default to Beta(1, 1), MultiMix to Dir(0.2): the same flag means different things
+    assert acc.resolved_config(["train", "--method", "manifold-mixup", "--output-dir", "a"])["alpha"] == 1.0
+    dense = acc.resolved_config(["train", "--method", "dense-multimix", "--output-dir", "a"])
+    assert dense == acc.resolved_config(["train", "--method", "dense-multimix", "--attention", "pooled",
+                                         "--output-dir", "a"])
+    assert dense != acc.resolved_config(["train", "--method", "dense-multimix", "--shared-lambda", "--output-dir", "a"])
+
+
+def test_variant_with_the_same_configuration_reuses_the_finished_run(tmp_path):
+    acc = _load("accuracy")
+    setting = "mnist-lite0-50"
+    first = acc.run_dir(str(tmp_path), setting, "multimix", 0)
+    os.makedirs(first)
+    argv = ["train", *acc.SETTINGS[setting], "--method", "multimix", "--seed", "0", "--no-progress",
+            "--output-dir", first]
+    with open(os.path.join(first, "metrics.json"), "w") as f:
+        json.dump({"variant": "multimix", "setting": setting, "argv": argv, "eval_accuracy": 0.9,
+                   "best_eval_accuracy": 0.91, "train_time_s": 1.0}, f)
+
+    # `multimix n=1000` is the default n: no training, the finished run's figures under the new name
+    row = acc.run_one(setting, "multimix n=1000", "multimix", ["--n", "1000"], 0, str(tmp_path), [])
+    assert row["variant"] == "multimix n=1000" and row["eval_accuracy"] == 0.9
+    assert row["reused_from"] == os.path.relpath(os.path.join(first, "metrics.json"), tmp_path)
+    with open(os.path.join(acc.run_dir(str(tmp_path), setting, "multimix n=1000", 0), "metrics.json")) as f:
+        assert json.load(f)["reused_from"] == row["reused_from"]
+    # another seed or another n is a different run: nothing to reuse
+    seed1 = ["train", *acc.SETTINGS[setting], "--method", "multimix", "--seed", "1", "--output-dir", "x"]
+    assert acc.find_same_run(str(tmp_path), setting, 1, acc.resolved_config(seed1)) is None
+    assert acc.find_same_run(str(tmp_path), setting, 0, acc.resolved_config(argv + ["--n", "10"])) is None
+
+
+def test_speed_benchmark_times_all_three_steps_and_replots_saved_rows(tmp_path):
+    rows_file, plot_file = tmp_path / "rows.json", tmp_path / "scaling.png"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    common = [sys.executable, str(ROOT / "bench" / "speed.py"), "--models", "resnet18", "--image-size", "32",
+              "--batch-sizes", "4", "--repeats", "1", "--threads", "1"]
+    proc = subprocess.run(common + ["--n", "10,40", "--json", str(rows_file)], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(rows_file.read_text())
+    assert [(r["model"], r["m"], r["n"], r["r"]) for r in rows] == [("resnet18", 4, 10, 1), ("resnet18", 4, 40, 1)]
+    assert all(r[f"{k}_ms"] > 0 for r in rows for k in ("erm", "multimix", "dense"))
+    assert "| resnet18 | 4 | 40 | 1 |" in proc.stdout
+
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "speed.py"), "--from-json", str(rows_file),
+                           "--plot", str(plot_file)], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("| resnet18 | 4 |") == 2
+    assert plot_file.stat().st_size > 0
