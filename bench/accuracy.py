@@ -128,14 +128,22 @@ def run_one(setting: str, variant: str, method: str, extra: list[str], seed: int
     return metrics
 
 
-def analyse(setting: str, variant: str, seed: int, out: str) -> tuple[dict[str, Any], Any]:
-    """Alignment, uniformity and ECE of a finished run's final model on its held-out data."""
+def analyse(setting: str, variant: str, seed: int, out: str, embeddings: bool = True) -> tuple[dict[str, Any], Any]:
+    """Alignment, uniformity and ECE of a finished run's final model on its held-out data.
+
+    The figures are kept in the run's `analysis.json`; without `embeddings` (needed only for the
+    projection plot) a kept result is returned as is, with `None` for the report.
+    """
     from safetensors.torch import load_file
 
     from hf_multimix import MultiMixHead
     from hf_multimix.analysis import embedding_report
 
     path = run_dir(out, setting, variant, seed)
+    kept = os.path.join(path, "analysis.json")
+    if not embeddings and os.path.exists(kept):
+        with open(kept) as f:
+            return json.load(f), None
     with open(os.path.join(path, "metrics.json")) as f:
         metrics = json.load(f)
     argv = metrics["argv"]
@@ -145,7 +153,10 @@ def analyse(setting: str, variant: str, seed: int, out: str) -> tuple[dict[str, 
     prepared = prepare(args)
     prepared.model.load_state_dict(load_file(os.path.join(path, "checkpoint-last", "model.safetensors")))
     report = embedding_report(MultiMixHead(prepared.model), prepared.eval_loader)
-    return {"setting": setting, "variant": variant, "seed": seed, **report.as_dict()}, report
+    row = {"setting": setting, "variant": variant, "seed": seed, **report.as_dict()}
+    with open(kept, "w") as f:
+        json.dump(row, f, indent=2)
+    return row, report
 
 
 def mean_std(values: list[float]) -> str:
@@ -228,7 +239,7 @@ def main() -> None:
                 if variant not in grid or (text_data and variant in IMAGE_ONLY):
                     continue
                 for seed in seeds:
-                    row, rep = analyse(setting, variant, seed, args.out)
+                    row, rep = analyse(setting, variant, seed, args.out, embeddings=variant not in reports)
                     analysis.append(row)
                     reports.setdefault(variant, rep)  # the first seed's embeddings for the plot
             plot_projection(reports, os.path.join(args.out, f"{setting}_projection.png"))

@@ -74,3 +74,14 @@ def test_speed_benchmark_times_all_three_steps_and_replots_saved_rows(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.count("| resnet18 | 4 |") == 2
     assert plot_file.stat().st_size > 0
+
+
+def test_kept_analysis_is_reused_unless_embeddings_are_needed(tmp_path):
+    acc = _load("accuracy")
+    path = acc.run_dir(str(tmp_path), "mnist-lite0-50", "erm", 0)
+    os.makedirs(path)
+    kept = {"setting": "mnist-lite0-50", "variant": "erm", "seed": 0, "accuracy": 0.9, "alignment": 1.0,
+            "uniformity": -3.0, "ece": 0.02}
+    with open(os.path.join(path, "analysis.json"), "w") as f:
+        json.dump(kept, f)
+    assert acc.analyse("mnist-lite0-50", "erm", 0, str(tmp_path), embeddings=False) == (kept, None)
