@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import random
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -145,6 +146,7 @@ class MultiMixHead(nn.Module):
             )
         self.adapter.num_classes  # noqa: B018 - fails early on a model without a classifier
         self.n, self.alpha, self.dense, self.attention = n, alpha, dense, attention
+        self._warned_single_position = False
         self.distill_weight, self.temperature, self.teacher = distill_weight, temperature, teacher
         self.prob, self.clean_weight, self.label_smoothing = prob, clean_weight, label_smoothing
         self.per_position, self.chunk_size, self.detach_attention = per_position, chunk_size, detach_attention
@@ -230,6 +232,7 @@ class MultiMixHead(nn.Module):
         if self.mixing == "pairwise":
             common["lam"] = sample_pair_lambda(m, self.alpha, device=feats.pooled.device)
         if self.dense:
+            self._warn_single_position(feats.tokens)
             attention = feats.cls_attention if self.attention == "cls" else self.attention
             loss = dense_multimix_loss(
                 feats.tokens, labels, classify, common.pop("lam", None), per_position=self.per_position, attention=attention,
@@ -251,6 +254,15 @@ class MultiMixHead(nn.Module):
             cls_attention=gather_batch(feats.cls_attention, grad=False),
         )
         return gathered, gather_batch(labels, grad=False), gather_batch(logits), gather_batch(teacher, grad=False)
+
+    def _warn_single_position(self, tokens: Tensor) -> None:
+        if tokens.shape[1] == 1 and not self._warned_single_position:
+            self._warned_single_position = True
+            warnings.warn(
+                "dense=True, but the backbone's features have a single position (e.g. a 1x1 feature map from "
+                "small images), so Dense MultiMix here is pooled MultiMix. Use larger inputs for a spatial "
+                "map, or dense=False.", UserWarning, stacklevel=3,
+            )
 
     def _classify(self, z: Tensor) -> Tensor:
         # Mixed embeddings are float32; a classifier kept in half precision gets its own dtype.

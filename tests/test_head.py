@@ -1,6 +1,8 @@
 """MultiMixHead behaviour users rely on, independent of the backbone family (the adapter
 test files cover each family)."""
 
+import warnings
+
 import pytest
 import timm
 import torch
@@ -155,6 +157,18 @@ def test_single_and_odd_batches(m, dense):
     out = head(images(m, size=64), labels=torch.arange(m) % 5)
     out.loss.backward()
     assert torch.isfinite(out.loss)
+
+
+def test_dense_on_a_single_position_warns_once_that_it_is_pooled_multimix():
+    # resnet10t on 32 px images ends in a 1x1 map: nothing to mix per position
+    head = MultiMixHead(tiny_timm(), n=20, dense=True)
+    y = torch.tensor([0, 1, 2, 3])
+    with pytest.warns(UserWarning, match=r"single position .* Dense MultiMix here is pooled MultiMix"):
+        head(images(size=32), labels=y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        head(images(size=32), labels=y)  # once per head, not every step
+        MultiMixHead(tiny_timm(), n=20, dense=True)(images(size=64), labels=y)  # a 2x2 map: no warning
 
 
 def test_label_errors():
