@@ -176,13 +176,18 @@ def report(rows: list[dict[str, Any]], analysis: list[dict[str, Any]], path_md: 
     settings = list(dict.fromkeys(r["setting"] for r in rows))
     for setting in settings:
         lines += [f"### {setting}", "", f"`{' '.join(SETTINGS[setting])}`", "",
-                  "| variant | seeds | final accuracy (%) | best-epoch accuracy (%) | train time (s) |",
-                  "|---|---|---|---|---|"]
+                  "| variant | seeds | final accuracy (%) | best-epoch accuracy (%) | final - ERM, same seed (points) "
+                  "| train time (s) |",
+                  "|---|---|---|---|---|---|"]
         variants = list(dict.fromkeys(r["variant"] for r in rows if r["setting"] == setting))
+        # a seed fixes the data split and the initialisation, so per-seed differences to ERM are paired
+        erm = {r["seed"]: r["eval_accuracy"] for r in rows if r["setting"] == setting and r["variant"] == "erm"}
         for v in variants:
             rs = [r for r in rows if r["setting"] == setting and r["variant"] == v]
+            paired = [r["eval_accuracy"] - erm[r["seed"]] for r in rs if r["seed"] in erm]
             lines.append(f"| {v} | {len(rs)} | {mean_std([r['eval_accuracy'] for r in rs])} | "
                          f"{mean_std([r['best_eval_accuracy'] for r in rs])} | "
+                         f"{mean_std(paired) if v != 'erm' else '-'} | "
                          f"{statistics.mean(r['train_time_s'] for r in rs):.0f} |")
         lines.append("")
         an = [a for a in analysis if a["setting"] == setting]
