@@ -58,8 +58,9 @@ METHODS: dict[str, tuple[str, list[str]]] = {
     "manifold-mixup": ("manifold-mixup", []),
     "multimix": ("multimix", []),
     "multimix+sd": ("multimix", ["--distill-weight", "0.5"]),
-    "dense-multimix": ("dense-multimix", []),
-    "dense-multimix+sd": ("dense-multimix", ["--distill-weight", "0.5"]),
+    # The grid ran with attention "pooled", the default before the attention ablation chose "uniform".
+    "dense-multimix": ("dense-multimix", ["--attention", "pooled"]),
+    "dense-multimix+sd": ("dense-multimix", ["--attention", "pooled", "--distill-weight", "0.5"]),
 }
 IMAGE_ONLY = {"mixup", "cutmix"}
 
@@ -68,8 +69,8 @@ ABLATIONS: dict[str, dict[str, tuple[str, list[str]]]] = {
     "alpha": {f"multimix alpha={a}": ("multimix", ["--alpha", a]) for a in ("0.1", "0.2", "0.5", "1.0", "0.5,2.0")},
     "attention": {f"dense attention={a}": ("dense-multimix", ["--attention", a]) for a in ("pooled", "cam", "uniform")},
     "lambda": {
-        "dense per-position lambda": ("dense-multimix", []),
-        "dense shared lambda": ("dense-multimix", ["--shared-lambda"]),
+        "dense per-position lambda": ("dense-multimix", ["--attention", "pooled"]),
+        "dense shared lambda": ("dense-multimix", ["--attention", "pooled", "--shared-lambda"]),
     },
 }
 
@@ -89,12 +90,23 @@ def resolved_config(argv: list[str]) -> dict[str, Any]:
     return config
 
 
+def run_config(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The resolved configuration a finished run used: as recorded, else from its argv and the
+    attention it recorded (so a later change of a CLI default does not relabel old runs)."""
+    if "config" in metrics:
+        return metrics["config"]
+    config = resolved_config(metrics["argv"])
+    if metrics.get("attention") is not None:
+        config["attention"] = metrics["attention"]
+    return config
+
+
 def find_same_run(out: str, setting: str, seed: int, config: dict[str, Any]) -> str | None:
     """A finished run of this setting and seed with the same resolved configuration (another variant's name)."""
     for done in sorted(glob.glob(os.path.join(out, "runs", setting, "*", f"seed{seed}", "metrics.json"))):
         with open(done) as f:
             metrics = json.load(f)
-        if "reused_from" not in metrics and resolved_config(metrics["argv"]) == config:
+        if "reused_from" not in metrics and run_config(metrics) == config:
             return done
     return None
 
@@ -123,6 +135,7 @@ def run_one(setting: str, variant: str, method: str, extra: list[str], seed: int
     print(f"== {setting} | {variant} | seed {seed}", flush=True)
     metrics = run_method(method, args, path)
     metrics["variant"], metrics["setting"], metrics["argv"] = variant, setting, argv
+    metrics["config"] = resolved_config(argv)
     with open(done, "w") as f:
         json.dump(metrics, f, indent=2)
     return metrics

@@ -81,8 +81,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--alpha", type=_alpha, default=None,
                    help="Dirichlet alpha, a number or 'lo,hi' (default 0.2); Beta alpha for the mixup baselines (default 1.0)")
     p.add_argument("--distill-weight", type=_unit_float, default=0.0, help="self-distillation weight beta (default 0)")
-    p.add_argument("--attention", default="pooled", choices=["pooled", "cam", "uniform", "cls"],
-                   help="dense MultiMix attention (default pooled)")
+    p.add_argument("--attention", default="uniform", choices=["uniform", "pooled", "cam", "cls"],
+                   help="dense MultiMix attention (default uniform)")
     p.add_argument("--epochs", type=_positive_int, default=5)
     p.add_argument("--batch-size", type=_positive_int, default=32)
     p.add_argument("--lr", type=_positive_float, default=None, help="default 1e-3 (images), 5e-5 (text)")

@@ -28,7 +28,9 @@ def test_resolved_config_fills_method_defaults():
     # mixup baselines default to Beta(1, 1), MultiMix to Dir(0.2): the same flag means different things
     assert acc.resolved_config(["train", "--method", "manifold-mixup", "--output-dir", "a"])["alpha"] == 1.0
     dense = acc.resolved_config(["train", "--method", "dense-multimix", "--output-dir", "a"])
-    assert dense == acc.resolved_config(["train", "--method", "dense-multimix", "--attention", "pooled",
+    assert dense == acc.resolved_config(["train", "--method", "dense-multimix", "--attention", "uniform",
+                                         "--output-dir", "a"])
+    assert dense != acc.resolved_config(["train", "--method", "dense-multimix", "--attention", "pooled",
                                          "--output-dir", "a"])
     assert dense != acc.resolved_config(["train", "--method", "dense-multimix", "--shared-lambda", "--output-dir", "a"])
 
@@ -85,3 +87,12 @@ def test_kept_analysis_is_reused_unless_embeddings_are_needed(tmp_path):
     with open(os.path.join(path, "analysis.json"), "w") as f:
         json.dump(kept, f)
     assert acc.analyse("mnist-lite0-50", "erm", 0, str(tmp_path), embeddings=False) == (kept, None)
+
+
+def test_a_finished_run_keeps_the_attention_it_recorded():
+    acc = _load("accuracy")
+    argv = ["train", "--method", "dense-multimix", "--output-dir", "a"]  # no --attention: the default of the day
+    old_run = {"argv": argv, "attention": "pooled"}
+    assert acc.run_config(old_run)["attention"] == "pooled"
+    assert acc.run_config(old_run) != acc.resolved_config(argv)  # today's default is uniform
+    assert acc.run_config({"argv": argv, "config": {"attention": "cam"}}) == {"attention": "cam"}
