@@ -180,7 +180,20 @@ def mean_std(values: list[float]) -> str:
     return f"{100 * statistics.mean(values):.2f} +- {100 * statistics.stdev(values):.2f}"
 
 
-def report(rows: list[dict[str, Any]], analysis: list[dict[str, Any]], path_md: str, command: str) -> str:
+def finished_erm(out: str, settings: list[str], seeds: list[int]) -> dict[tuple[str, int], float]:
+    """Final accuracy of the finished ERM runs, the baseline of every other row (ablations included)."""
+    found = {}
+    for setting in settings:
+        for seed in seeds:
+            done = os.path.join(run_dir(out, setting, "erm", seed), "metrics.json")
+            if os.path.exists(done):
+                with open(done) as f:
+                    found[setting, seed] = json.load(f)["eval_accuracy"]
+    return found
+
+
+def report(rows: list[dict[str, Any]], analysis: list[dict[str, Any]], path_md: str, command: str,
+           erm_runs: dict[tuple[str, int], float] | None = None) -> str:
     lines = [
         f"Command: `{command}`  ",
         f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}; date {date.today()}.",
@@ -194,7 +207,8 @@ def report(rows: list[dict[str, Any]], analysis: list[dict[str, Any]], path_md: 
                   "|---|---|---|---|---|---|"]
         variants = list(dict.fromkeys(r["variant"] for r in rows if r["setting"] == setting))
         # a seed fixes the data split and the initialisation, so per-seed differences to ERM are paired
-        erm = {r["seed"]: r["eval_accuracy"] for r in rows if r["setting"] == setting and r["variant"] == "erm"}
+        erm = {seed: acc for (name, seed), acc in (erm_runs or {}).items() if name == setting}
+        erm.update({r["seed"]: r["eval_accuracy"] for r in rows if r["setting"] == setting and r["variant"] == "erm"})
         for v in variants:
             rs = [r for r in rows if r["setting"] == setting and r["variant"] == v]
             paired = [r["eval_accuracy"] - erm[r["seed"]] for r in rs if r["seed"] in erm]
@@ -262,7 +276,8 @@ def main() -> None:
                     reports.setdefault(variant, rep)  # the first seed's embeddings for the plot
             plot_projection(reports, os.path.join(args.out, f"{setting}_projection.png"))
     name = f"accuracy_{args.ablation}" if args.ablation else "accuracy"
-    text = report(rows, analysis, os.path.join(args.out, f"{name}.md"), command)
+    text = report(rows, analysis, os.path.join(args.out, f"{name}.md"), command,
+                  finished_erm(args.out, args.settings.split(","), seeds))
     with open(os.path.join(args.out, f"{name}.json"), "w") as f:
         json.dump({"rows": [{k: v for k, v in r.items() if k != "history"} for r in rows], "analysis": analysis},
                   f, indent=2)

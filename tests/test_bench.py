@@ -96,3 +96,19 @@ def test_a_finished_run_keeps_the_attention_it_recorded():
     assert acc.run_config(old_run)["attention"] == "pooled"
     assert acc.run_config(old_run) != acc.resolved_config(argv)  # today's default is uniform
     assert acc.run_config({"argv": argv, "config": {"attention": "cam"}}) == {"attention": "cam"}
+
+
+def test_ablation_report_pairs_each_seed_with_the_finished_erm_run(tmp_path):
+    acc = _load("accuracy")
+    setting = "mnist-lite0-50"
+    for seed, accuracy in ((0, 0.90), (1, 0.80)):
+        path = acc.run_dir(str(tmp_path), setting, "erm", seed)
+        os.makedirs(path)
+        with open(os.path.join(path, "metrics.json"), "w") as f:
+            json.dump({"eval_accuracy": accuracy}, f)
+    erm = acc.finished_erm(str(tmp_path), [setting], [0, 1, 2])
+    assert erm == {(setting, 0): 0.90, (setting, 1): 0.80}
+    rows = [{"setting": setting, "variant": "multimix n=10", "seed": s, "eval_accuracy": a, "best_eval_accuracy": a,
+             "train_time_s": 1.0} for s, a in ((0, 0.95), (1, 0.80))]
+    text = acc.report(rows, [], str(tmp_path / "r.md"), "cmd", erm)
+    assert "| multimix n=10 | 2 | 87.50 +- 10.61 | 87.50 +- 10.61 | 2.50 +- 3.54 | 1 |" in text
