@@ -244,6 +244,7 @@ def main() -> None:
     p.add_argument("--extra", default="", help="more CLI arguments for every run, e.g. '--epochs 3'")
     p.add_argument("--out", default="bench/results")
     p.add_argument("--report-only", action="store_true", help="only aggregate the finished runs")
+    p.add_argument("--name", default=None, help="report file name (default accuracy, or accuracy_<ablation>)")
     args = p.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     extra_common = args.extra.split()
@@ -275,7 +276,7 @@ def main() -> None:
                     analysis.append(row)
                     reports.setdefault(variant, rep)  # the first seed's embeddings for the plot
             plot_projection(reports, os.path.join(args.out, f"{setting}_projection.png"))
-    name = f"accuracy_{args.ablation}" if args.ablation else "accuracy"
+    name = args.name or (f"accuracy_{args.ablation}" if args.ablation else "accuracy")
     text = report(rows, analysis, os.path.join(args.out, f"{name}.md"), command,
                   finished_erm(args.out, args.settings.split(","), seeds))
     with open(os.path.join(args.out, f"{name}.json"), "w") as f:
