@@ -24,7 +24,8 @@ def test_site_builds_strict(tmp_path):
     )
     for page in ("index.html", "method/index.html", "timm/index.html", "api/index.html"):
         assert (site / page).is_file(), page
-    assert (site / "img" / "method.png").is_file()
+    for img in ("method.png", "speed_scaling.png", "projection_mnist-resnet10t-100.png"):
+        assert (site / "img" / img).is_file(), img
     api = (site / "api" / "index.html").read_text(encoding="utf-8")
     for name in ("MultiMixHead", "distill_weight", "MultiMixTrainer", "TrainingConfig", "load_data"):
         assert name in api, name
