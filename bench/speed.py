@@ -31,17 +31,10 @@ import torch
 import torch.nn.functional as F
 
 from hf_multimix import MultiMixHead
+from loss_speed import PeakMemory  # bench/ is on the path when a bench script runs
 
 TIMM = {"resnet18": 32, "resnet50": 32, "vit_small_patch16_224": 16, "convnext_tiny": 32}
 BERT = "bert"
-
-
-def _rss_mib(field: str) -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError(field)
 
 
 def build(model_name: str, m: int, r: int | None, image_size: int, device: torch.device, num_classes: int = 1000):
@@ -125,35 +118,24 @@ def _positions(model_name: str, size: int) -> int:
     return 128 if model_name == BERT else (size // TIMM[model_name]) ** 2
 
 
-def memory_case(model_name, m, n, r, method, args, device) -> float:
-    """Peak extra memory (MiB) of one training step of `method`."""
-    if device.type == "cuda":
-        model, inputs, labels = build(model_name, m, r, args.image_size, device)
-        step = make_steps(model, inputs, labels, n, args.precision, device)[method]
-        step()  # optimiser state allocated
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
+def step_memory(model_name, m, n, r, method, args, device) -> float:
+    """Peak extra memory (MiB) of one training step of `method`, after a warm-up step."""
+    model, inputs, labels = build(model_name, m, r, args.image_size, device)
+    step = make_steps(model, inputs, labels, n, args.precision, device)[method]
+    step()  # optimiser state allocated
+    with PeakMemory(device) as mem:
         step()
-        torch.cuda.synchronize()
-        return (torch.cuda.max_memory_allocated() - base) / 2**20
+    return mem.mib
+
+
+def memory_case(model_name, m, n, r, method, args, device) -> float:
+    """`step_memory` here on CUDA; on CPU in a fresh process, so earlier cases leave no trace."""
+    if device.type == "cuda":
+        return step_memory(model_name, m, n, r, method, args, device)
     spec = json.dumps([model_name, m, n, r, method])
     cmd = [sys.executable, __file__, "--memory-case", spec, "--image-size", str(args.image_size),
            "--precision", args.precision, "--threads", str(torch.get_num_threads())]
     return float(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.split()[-1])
-
-
-def _memory_child(spec: str, args) -> None:
-    model_name, m, n, r, method = json.loads(spec)
-    device = torch.device("cpu")
-    model, inputs, labels = build(model_name, m, r, args.image_size, device)
-    step = make_steps(model, inputs, labels, n, args.precision, device)[method]
-    step()
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
-    base = _rss_mib("VmRSS")
-    step()
-    print(_rss_mib("VmHWM") - base)
 
 
 def plot(rows: list[dict], path: str) -> None:
@@ -208,7 +190,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.memory_case:
-        _memory_child(args.memory_case, args)
+        print(step_memory(*json.loads(args.memory_case), args, torch.device("cpu")))
         return
     device = torch.device(args.device)
     rs = [int(v) for v in args.r.split(",") if v] or [None]

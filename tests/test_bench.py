@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import math
 import os
 import subprocess
 import sys
@@ -63,12 +64,13 @@ def test_speed_benchmark_times_all_three_steps_and_replots_saved_rows(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     common = [sys.executable, str(ROOT / "bench" / "speed.py"), "--models", "resnet18", "--image-size", "32",
               "--batch-sizes", "4", "--repeats", "1", "--threads", "1"]
-    proc = subprocess.run(common + ["--n", "10,40", "--json", str(rows_file)], env=env, capture_output=True,
-                          text=True, timeout=300)
+    proc = subprocess.run(common + ["--n", "10,40", "--memory", "--json", str(rows_file)], env=env,
+                          capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     rows = json.loads(rows_file.read_text())
     assert [(r["model"], r["m"], r["n"], r["r"]) for r in rows] == [("resnet18", 4, 10, 1), ("resnet18", 4, 40, 1)]
     assert all(r[f"{k}_ms"] > 0 for r in rows for k in ("erm", "multimix", "dense"))
+    assert all(math.isfinite(r[f"{k}_mib"]) for r in rows for k in ("erm", "multimix", "dense"))
     assert "| resnet18 | 4 | 40 | 1 |" in proc.stdout
 
     proc = subprocess.run([sys.executable, str(ROOT / "bench" / "speed.py"), "--from-json", str(rows_file),
