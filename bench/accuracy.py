@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 
-from hf_multimix.cli import build_parser, prepare, run_method
+from hf_multimix.cli import build_parser, method_alpha, prepare, run_method
 
 # Data, model and budget: identical for every method of a setting.
 SETTINGS: dict[str, list[str]] = {
@@ -85,8 +85,7 @@ def resolved_config(argv: list[str]) -> dict[str, Any]:
     config = vars(build_parser().parse_args(argv))
     for key in ("output_dir", "no_progress", "resume", "func", "command"):
         config.pop(key, None)
-    if config.get("alpha") is None:
-        config["alpha"] = 0.2 if "multimix" in config["method"] and config["method"] != "manifold-mixup" else 1.0
+    config["alpha"] = method_alpha(config["method"], config["alpha"])
     return config
 
 
@@ -120,7 +119,8 @@ def run_one(setting: str, variant: str, method: str, extra: list[str], seed: int
             return json.load(f)
     argv = ["train", *SETTINGS[setting], *extra_common, *extra, "--method", method, "--seed", str(seed),
             "--no-progress", "--output-dir", path]
-    same = find_same_run(out, setting, seed, resolved_config(argv))
+    config = resolved_config(argv)
+    same = find_same_run(out, setting, seed, config)
     if same is not None:  # e.g. "multimix n=1000" is "multimix" with its default n: one run serves both rows
         with open(same) as f:
             metrics = json.load(f)
@@ -135,7 +135,7 @@ def run_one(setting: str, variant: str, method: str, extra: list[str], seed: int
     print(f"== {setting} | {variant} | seed {seed}", flush=True)
     metrics = run_method(method, args, path)
     metrics["variant"], metrics["setting"], metrics["argv"] = variant, setting, argv
-    metrics["config"] = resolved_config(argv)
+    metrics["config"] = config
     with open(done, "w") as f:
         json.dump(metrics, f, indent=2)
     return metrics

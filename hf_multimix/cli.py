@@ -199,16 +199,22 @@ def _model_and_collator(name: str, data: Any, args: argparse.Namespace) -> tuple
     return model, TextCollator(tokenizer, max_length=args.max_length)
 
 
+def method_alpha(method: str, alpha: float | tuple[float, float] | None) -> float | tuple[float, float]:
+    """`--alpha`, or its default for `method`: Dir(0.2) for MultiMix, Beta(1, 1) for the mixup baselines."""
+    if alpha is not None:
+        return alpha
+    return 0.2 if method in ("multimix", "dense-multimix") else 1.0
+
+
 def head_for(method: str, model: Any, args: argparse.Namespace):
     """The `MultiMixHead` that trains `model` with `method` (baselines included)."""
     from .head import MultiMixHead
 
-    mixup_alpha = args.alpha if args.alpha is not None else 1.0
+    alpha = method_alpha(method, args.alpha)
     if method in ("erm", "mixup", "cutmix"):
         return MultiMixHead(model, prob=0.0, label_smoothing=args.label_smoothing)
     if method == "manifold-mixup":
-        return MultiMixHead(model, alpha=mixup_alpha, mixing="pairwise", label_smoothing=args.label_smoothing)
-    alpha = args.alpha if args.alpha is not None else 0.2
+        return MultiMixHead(model, alpha=alpha, mixing="pairwise", label_smoothing=args.label_smoothing)
     return MultiMixHead(model, n=args.n, alpha=alpha, dense=method == "dense-multimix", attention=args.attention,
                         distill_weight=args.distill_weight, label_smoothing=args.label_smoothing,
                         clean_weight=args.clean_weight, per_position=not args.shared_lambda)
@@ -221,7 +227,7 @@ def run_method(method: str, args: argparse.Namespace, output_dir: str, resume: s
     prepared = prepare(args, method)
     head = head_for(method, prepared.model, args)
     lr = args.lr if args.lr is not None else (1e-3 if prepared.modality == "image" else 5e-5)
-    alpha = args.alpha if args.alpha is not None else 1.0
+    alpha = args.alpha if args.alpha is not None else 1.0  # Beta alpha of input mixup / CutMix
     config = TrainingConfig(
         output_dir=output_dir, epochs=args.epochs, lr=lr, weight_decay=args.weight_decay,
         gradient_accumulation_steps=args.grad_accum, mixed_precision=args.mixed_precision, seed=args.seed,
