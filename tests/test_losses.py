@@ -73,6 +73,24 @@ def test_shortcut_equals_embedding_path_value_and_gradient(attention, distill):
         torch.testing.assert_close(g_fast, g_slow)
 
 
+def test_fused_mixed_logsumexp_matches_torch_value_and_gradient():
+    from hf_multimix.losses import _MixedLogSumExp
+
+    torch.manual_seed(0)
+    wt = torch.rand(3, 7, 4, dtype=torch.float64, requires_grad=True)  # [r, k, m]
+    logits = torch.randn(3, 4, 5, dtype=torch.float64, requires_grad=True)  # [r, m, c]
+    assert torch.autograd.gradcheck(_MixedLogSumExp.apply, (wt, logits))
+    # large logits: no overflow, same value as torch.logsumexp; the graph can be reused
+    big = (logits.detach() * 1e4).requires_grad_()
+    out = _MixedLogSumExp.apply(wt, big)
+    torch.testing.assert_close(out, torch.logsumexp(torch.bmm(wt, big), -1))
+    first = torch.autograd.grad(out.sum(), (wt, big), retain_graph=True)
+    second = torch.autograd.grad(out.sum(), (wt, big))
+    for a, b in zip(first, second):
+        assert torch.isfinite(a).all()
+        torch.testing.assert_close(a, b)
+
+
 @pytest.mark.parametrize("dense", [False, True])
 @pytest.mark.parametrize("head_kind", ["linear", "mlp"])
 def test_chunked_equals_unchunked(dense, head_kind):
