@@ -68,6 +68,8 @@ ABLATIONS: dict[str, dict[str, tuple[str, list[str]]]] = {
     "n": {f"multimix n={n}": ("multimix", ["--n", str(n)]) for n in (10, 100, 1000, 10000)},
     "alpha": {f"multimix alpha={a}": ("multimix", ["--alpha", a]) for a in ("0.1", "0.2", "0.5", "1.0", "0.5,2.0")},
     "attention": {f"dense attention={a}": ("dense-multimix", ["--attention", a]) for a in ("pooled", "cam", "uniform")},
+    # The clean-batch cross-entropy added to the MultiMix loss (METHOD.md choice, default 0).
+    "clean": {f"multimix clean_weight={w}": ("multimix", ["--clean-weight", w]) for w in ("0", "0.5", "1.0")},
     "lambda": {
         "dense per-position lambda": ("dense-multimix", ["--attention", "pooled"]),
         "dense shared lambda": ("dense-multimix", ["--attention", "pooled", "--shared-lambda"]),
