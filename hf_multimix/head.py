@@ -57,7 +57,9 @@ class MultiMixHead(nn.Module):
         temperature: `T` of the distillation term.
         teacher: `"self"` (the model's detached clean predictions) or `"ema"` (an EMA copy).
         prob: probability to apply MultiMix at a step; otherwise plain cross-entropy.
-        clean_weight: weight of an added cross-entropy on the clean batch.
+        clean_weight: weight of an added cross-entropy on the clean batch. 0 is the paper's loss
+            (best from scratch in docs/results.md); 1.0 did better in short fine-tunes of
+            pretrained models.
         label_smoothing: smoothing of the targets before mixing.
         per_position: dense mode draws one interpolation vector per position (the paper);
             False shares one across positions.
