@@ -299,6 +299,7 @@ class _MixedLogSumExp(torch.autograd.Function):
     def forward(ctx, wt: Tensor, logits: Tensor) -> Tensor:
         e = torch.bmm(wt, logits)
         top = e.amax(dim=-1, keepdim=True)
+        top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))  # +-inf rows as in torch.logsumexp
         e.sub_(top).exp_()
         total = e.sum(dim=-1, keepdim=True)
         ctx.save_for_backward(wt, logits, e, total)
@@ -308,9 +309,10 @@ class _MixedLogSumExp(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None]:
         wt, logits, e, total = ctx.saved_tensors
-        g = e * (grad.unsqueeze(-1) / total)  # softmax(mixed) * grad
-        grad_wt = torch.bmm(g, logits.transpose(1, 2)) if ctx.needs_input_grad[0] else None
-        grad_logits = torch.bmm(wt.transpose(1, 2), g) if ctx.needs_input_grad[1] else None
+        with torch.autocast(device_type=grad.device.type, enabled=False):  # float32, as the forward
+            g = e * (grad.unsqueeze(-1) / total)  # softmax(mixed) * grad
+            grad_wt = torch.bmm(g, logits.transpose(1, 2)) if ctx.needs_input_grad[0] else None
+            grad_logits = torch.bmm(wt.transpose(1, 2), g) if ctx.needs_input_grad[1] else None
         return grad_wt, grad_logits
 
 

@@ -89,6 +89,12 @@ def test_fused_mixed_logsumexp_matches_torch_value_and_gradient():
     for a, b in zip(first, second):
         assert torch.isfinite(a).all()
         torch.testing.assert_close(a, b)
+    # infinite logits (an fp16 overflow upstream) give what torch.logsumexp gives, not NaN
+    edge = torch.tensor([[[float("inf"), 0.0], [0.0, 0.0]], [[float("-inf"), float("-inf")], [float("-inf"), float("-inf")]]])
+    half = torch.full((2, 1, 2), 0.5)  # [r, k, m]: one even mix per position
+    out = _MixedLogSumExp.apply(half, edge)
+    torch.testing.assert_close(out, torch.logsumexp(torch.bmm(half, edge), -1))
+    assert out.flatten().tolist() == [float("inf"), float("-inf")]
 
 
 @pytest.mark.parametrize("dense", [False, True])
