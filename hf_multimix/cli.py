@@ -227,7 +227,7 @@ def run_method(method: str, args: argparse.Namespace, output_dir: str, resume: s
     prepared = prepare(args, method)
     head = head_for(method, prepared.model, args)
     lr = args.lr if args.lr is not None else (1e-3 if prepared.modality == "image" else 5e-5)
-    alpha = args.alpha if args.alpha is not None else 1.0  # Beta alpha of input mixup / CutMix
+    alpha = method_alpha("mixup", args.alpha)  # Beta alpha of input mixup / CutMix (unused by other methods)
     config = TrainingConfig(
         output_dir=output_dir, epochs=args.epochs, lr=lr, weight_decay=args.weight_decay,
         gradient_accumulation_steps=args.grad_accum, mixed_precision=args.mixed_precision, seed=args.seed,
