@@ -3,6 +3,7 @@ with the offending shape or value and what to do about it."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -11,17 +12,58 @@ from torch import Tensor
 AlphaLike = float | tuple[float, float] | Sequence[float]
 
 
+#: What each integer size means and what to do when it is not positive.
+_SIZE_HINTS = {
+    "m": "m is the batch size (examples mixed together); the batch must hold at least one example",
+    "n": "n is the number of mixes; use e.g. n=1000",
+    "positions": "positions is r, the positions per example; use e.g. positions=49 for a 7x7 map",
+}
+
+
 def check_positive_int(value: int, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}; use e.g. {name}=1000.")
+        hint = _SIZE_HINTS.get(name, f"use e.g. {name}=1")
+        raise ValueError(f"{name} must be a positive integer, got {value!r}: {hint}.")
     return value
+
+
+def check_batch_size(m: int, name: str = "z") -> None:
+    """Refuses an empty batch: MultiMix mixes at least one example."""
+    if m < 1:
+        raise ValueError(
+            f"{name} holds an empty batch (m=0 examples); MultiMix needs at least one example per batch: "
+            "skip empty batches."
+        )
+
+
+def check_positions(r: int, name: str = "z") -> None:
+    """Refuses features without positions: dense mixing needs at least one."""
+    if r < 1:
+        raise ValueError(
+            f"{name} has no positions (r=0): dense MultiMix mixes per position; pass [m, r, d] with r >= 1, "
+            "or use pooled MultiMix on [m, d]."
+        )
+
+
+def _tolerance(dtype: torch.dtype) -> float:
+    """How far a sum of probabilities stored in `dtype` may be from 1: each entry carries a
+    relative rounding error of at most eps/2, so the sum of a distribution is off by eps/2."""
+    return max(1e-3, torch.finfo(dtype).eps)
+
+
+_ALPHA_MAX = float(torch.finfo(torch.float32).max)
 
 
 def check_alpha(alpha: AlphaLike) -> tuple[float, float]:
     """Returns `(lo, hi)`; a single float gives `lo == hi`."""
     if isinstance(alpha, (int, float)) and not isinstance(alpha, bool):
         lo = hi = float(alpha)
-    elif isinstance(alpha, Sequence) and len(alpha) == 2:
+    elif (
+        isinstance(alpha, Sequence)
+        and not isinstance(alpha, str)
+        and len(alpha) == 2
+        and all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in alpha)
+    ):
         lo, hi = float(alpha[0]), float(alpha[1])
     else:
         raise ValueError(
@@ -30,6 +72,11 @@ def check_alpha(alpha: AlphaLike) -> tuple[float, float]:
     if not (lo > 0 and hi > 0):
         raise ValueError(
             f"alpha must be > 0 (Dirichlet concentration), got {alpha!r}; e.g. alpha=1.0 or alpha=(0.5, 2.0)."
+        )
+    if not (hi <= _ALPHA_MAX and lo <= _ALPHA_MAX):  # also refuses inf and NaN
+        raise ValueError(
+            f"alpha must be finite (at most {_ALPHA_MAX:.3g}, float32's largest), got {alpha!r}; "
+            "e.g. alpha=1.0 or alpha=(0.5, 2.0)."
         )
     if lo > hi:
         raise ValueError(f"alpha range must have lo <= hi, got {alpha!r}; write it as ({hi}, {lo}).")
@@ -43,43 +90,105 @@ def check_rank(t: Tensor, rank: int, name: str, shape: str) -> None:
         raise ValueError(f"{name} must have shape {shape} ({rank} dims), got {tuple(t.shape)}.")
 
 
-def check_targets(y: Tensor, m: int, num_classes: int | None = None) -> None:
-    """`y` is `[m]` integer class ids or `[m, c]` float targets."""
+def check_targets(
+    y: Tensor, m: int, num_classes: int | None = None, *, name: str = "targets", values: bool = True
+) -> None:
+    """`y` is `[m]` integer class ids or `[m, c]` probabilities.
+
+    With `values` (one reduction and one host sync) class ids must lie in `[0, num_classes)` and
+    probability rows must be non-negative and sum to 1; without it only shapes and dtypes are
+    checked (no sync), for callers that checked the values already.
+    """
     if not isinstance(y, Tensor):
-        raise TypeError(f"targets must be a torch.Tensor ([m] class ids or [m, c] probabilities), got {type(y).__name__}.")
+        raise TypeError(f"{name} must be a torch.Tensor ([m] class ids or [m, c] probabilities), got {type(y).__name__}.")
     if y.dim() not in (1, 2):
         raise ValueError(
-            f"targets must be [m] class ids or [m, c] probabilities, got shape {tuple(y.shape)}."
+            f"{name} must be [m] class ids or [m, c] probabilities, got shape {tuple(y.shape)}."
         )
     if y.shape[0] != m:
         raise ValueError(
-            f"targets have batch size {y.shape[0]} but the embeddings have {m}: pass one target per example."
+            f"{name} have batch size {y.shape[0]} but the embeddings have {m}: pass one target per example."
         )
     if y.dim() == 1:
-        if y.dtype.is_floating_point or y.dtype == torch.bool:
+        if y.dtype.is_floating_point or y.dtype.is_complex or y.dtype == torch.bool:
             raise TypeError(
-                f"1-D targets must be integer class ids, got dtype {y.dtype}; use y.long(), or pass [m, c] probabilities."
+                f"1-D {name} must be integer class ids, got dtype {y.dtype}; use {name}.long(), or pass [m, c] "
+                "probabilities."
             )
-        if num_classes is not None and y.numel() > 0:
-            lo, hi = int(y.min()), int(y.max())
+        if values and num_classes is not None and y.numel() > 0:
+            lo, hi = torch.stack([y.min(), y.max()]).tolist()
             if lo < 0 or hi >= num_classes:
                 bad = lo if lo < 0 else hi
                 raise ValueError(
                     f"label {bad} is outside [0, {num_classes}): the classifier has {num_classes} classes; "
-                    "check the dataset's labels or the model's num_classes."
+                    f"check the dataset's labels or the model's num_classes ({name})."
                 )
     else:
         if not y.dtype.is_floating_point:
-            raise TypeError(f"2-D targets must be floating point probabilities, got dtype {y.dtype}.")
+            raise TypeError(
+                f"2-D {name} must be floating point probabilities, got dtype {y.dtype}; use {name}.float(), or "
+                "pass [m] class ids."
+            )
         if num_classes is not None and y.shape[1] != num_classes:
             raise ValueError(
-                f"targets have {y.shape[1]} classes but the classifier has {num_classes}; "
+                f"{name} have {y.shape[1]} classes but the classifier has {num_classes}; "
                 "they must match (check num_classes / num_labels)."
             )
+        if values:
+            check_distributions(y, 1, name, "probability rows", _targets_fix(name))
 
 
-def check_lambda(lam: Tensor, m: int, r: int | None) -> None:
-    """`lam` is `[m, n]`, or `[r, m, n]` for dense mixing when `r` is given."""
+def check_distributions(p: Tensor, dim: int, name: str, what: str, fix: str) -> None:
+    """Every slice of `p` along `dim` is non-negative and sums to 1, within the rounding of
+    `p.dtype`: one fused reduction and one host sync; the error path may take more.
+
+    Args:
+        what: how the error calls the slices (e.g. "rows").
+        fix: what the error tells the caller to do.
+    """
+    if p.numel() == 0:
+        return
+    acc = torch.promote_types(p.dtype, torch.float32)
+    err = (p.sum(dim=dim, dtype=acc) - 1).abs()
+    # NaN fails `err <= tol`, so non-finite entries are caught by the same test.
+    negative, off = torch.stack([(p < 0).any(), ~(err <= _tolerance(p.dtype)).all()]).tolist()
+    if not (negative or off):
+        return
+    if negative:
+        at = tuple((p < 0).nonzero()[0].tolist())
+        problem = f"entry {_index(at)} is {p[at].item():.4g}"
+    else:
+        at = tuple((~(err <= _tolerance(p.dtype))).nonzero()[0].tolist())
+        total = p.sum(dim=dim, dtype=acc)[at].item()
+        problem = f"{what.split()[-1][:-1]} {_index(at)} sums to {total:.4g}" + (
+            "" if math.isfinite(total) else " (it holds NaN or inf)"
+        )
+    raise ValueError(f"{name} must be non-negative {what} summing to 1, but {problem}; {fix}.")
+
+
+def _index(at: tuple[int, ...]) -> str:
+    return str(at[0]) if len(at) == 1 else str(list(at))
+
+
+def _targets_fix(name: str) -> str:
+    return (
+        f"normalise them, e.g. {name} = {name}.clamp_min(0); {name} = {name} / {name}.sum(dim=1, keepdim=True), "
+        "or pass [m] class ids"
+    )
+
+
+_LAMBDA_FIX = (
+    "sample it with sample_lambda(), or normalise it: lam = lam.clamp_min(0); lam = lam / lam.sum(dim=-2, keepdim=True)"
+)
+
+
+def check_lambda(lam: Tensor, m: int, r: int | None, *, values: bool = True) -> None:
+    """`lam` is `[m, n]`, or `[r, m, n]` for dense mixing when `r` is given.
+
+    With `values` (one reduction and one host sync) every column must be non-negative and sum
+    to 1, i.e. lie on the simplex the method is defined on; weights from `sample_lambda` do by
+    construction, so callers that drew them skip it.
+    """
     if not isinstance(lam, Tensor):
         raise TypeError(f"lam must be a torch.Tensor, got {type(lam).__name__}; build it with sample_lambda().")
     if r is None:
@@ -89,8 +198,7 @@ def check_lambda(lam: Tensor, m: int, r: int | None) -> None:
             raise ValueError(
                 f"lam has {lam.shape[0]} rows but the batch has m={m} examples; sample it with sample_lambda({m}, n)."
             )
-        return
-    if lam.dim() == 2:
+    elif lam.dim() == 2:
         if lam.shape[0] != m:
             raise ValueError(
                 f"lam has {lam.shape[0]} rows but the batch has m={m} examples; sample it with sample_lambda({m}, n)."
@@ -105,6 +213,12 @@ def check_lambda(lam: Tensor, m: int, r: int | None) -> None:
         raise ValueError(
             f"lam must have shape [r, m, n] or [m, n] for dense mixing, got {tuple(lam.shape)}."
         )
+    if not lam.dtype.is_floating_point:
+        raise TypeError(f"lam must be a floating point tensor, got dtype {lam.dtype}; build it with sample_lambda().")
+    if lam.shape[-1] == 0:
+        raise ValueError(f"lam has shape {tuple(lam.shape)}: no mixes (n=0); sample it with sample_lambda(m, n) and n >= 1.")
+    if values:
+        check_distributions(lam, -2, "lam", "columns", _LAMBDA_FIX)
 
 
 def check_mask(mask: Tensor, m: int, r: int) -> None:

@@ -16,6 +16,8 @@ from ._checks import (
     AlphaLike,
     check_alpha,
     check_attention,
+    check_batch_size,
+    check_positions,
     check_lambda,
     check_mask,
     check_positive_int,
@@ -66,16 +68,18 @@ def sample_lambda(
         return torch.ones(shape, device=device)
     conc = torch.full(shape, a, dtype=torch.float32, device=device)
     g = torch._standard_gamma(conc)
-    total = g.sum(dim=-2, keepdim=True)
-    # With a tiny alpha every gamma draw of a column can underflow to zero. The Dirichlet's
-    # limit there is a vertex of the simplex, so such a column becomes a random one-hot.
-    degenerate = total == 0
-    if degenerate.any():
-        pick = torch.randint(0, m, total.shape, device=device)
-        onehot = torch.zeros_like(g).scatter_(-2, pick, 1.0)
-        g = torch.where(degenerate, onehot, g)
-        total = g.sum(dim=-2, keepdim=True)
-    return g / total
+    # Scaling by the column's largest draw first keeps the sum finite for a huge alpha.
+    top = g.amax(dim=-2, keepdim=True)
+    tiny = torch.finfo(g.dtype).tiny
+    g = g / top.clamp_min(tiny)
+    # With a tiny alpha every gamma draw of a column can underflow (torch returns the smallest
+    # normal number then, so the column would come out uniform). The Dirichlet's limit there is
+    # a vertex of the simplex, so such a column becomes a random one-hot (built for every
+    # column, so that no host sync decides whether one is needed).
+    pick = torch.randint(0, m, top.shape, device=device)
+    onehot = torch.zeros_like(g).scatter_(-2, pick, 1.0)
+    g = torch.where(top <= tiny, onehot, g)
+    return g / g.sum(dim=-2, keepdim=True)
 
 
 def sample_pair_lambda(m: int, alpha: float = 1.0, *, device: torch.device | str | None = None) -> Tensor:
@@ -99,22 +103,36 @@ def sample_pair_lambda(m: int, alpha: float = 1.0, *, device: torch.device | str
     return lam * eye + (1.0 - lam) * eye[:, perm]
 
 
-def one_hot_targets(y: Tensor, num_classes: int, label_smoothing: float = 0.0) -> Tensor:
+def one_hot_targets(
+    y: Tensor, num_classes: int, label_smoothing: float = 0.0, *, validate: bool = True
+) -> Tensor:
     """Turns `[m]` class ids or `[m, c]` probabilities into float32 `[m, c]` targets.
 
     Label smoothing mixes with the uniform distribution: `(1 - eps) * y + eps / c`.
+
+    Args:
+        y: class ids `[m]` in `[0, num_classes)`, or `[m, c]` rows that are non-negative and sum to 1.
+        num_classes: `c`.
+        label_smoothing: `eps` in `[0, 1)`.
+        validate: check the values of `y` (one reduction, one host sync); False for targets
+            checked already.
+
+    Example:
+        >>> one_hot_targets(torch.tensor([0, 2]), 3, label_smoothing=0.3)
+        tensor([[0.8000, 0.1000, 0.1000],
+                [0.1000, 0.1000, 0.8000]])
     """
     if not 0.0 <= label_smoothing < 1.0:
         raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}.")
-    check_targets(y, y.shape[0] if y.dim() else 0, num_classes)
+    check_targets(y, y.shape[0] if isinstance(y, Tensor) and y.dim() else 0, num_classes, values=validate)
     out = F.one_hot(y.long(), num_classes).float() if y.dim() == 1 else y.to(torch.promote_types(y.dtype, torch.float32))
     if label_smoothing > 0:
         out = out * (1.0 - label_smoothing) + label_smoothing / num_classes
     return out
 
 
-def _targets_2d(y: Tensor, m: int, num_classes: int | None) -> Tensor:
-    check_targets(y, m, num_classes)
+def _targets_2d(y: Tensor, m: int, num_classes: int | None, validate: bool) -> Tensor:
+    check_targets(y, m, num_classes, values=validate)
     if y.dim() == 1:
         if num_classes is None:
             raise ValueError("integer targets need num_classes=c to build one-hot vectors; or pass [m, c] targets.")
@@ -122,13 +140,18 @@ def _targets_2d(y: Tensor, m: int, num_classes: int | None) -> Tensor:
     return y
 
 
-def multimix(z: Tensor, y: Tensor, lam: Tensor, *, num_classes: int | None = None) -> tuple[Tensor, Tensor]:
+def multimix(
+    z: Tensor, y: Tensor, lam: Tensor, *, num_classes: int | None = None, validate: bool = True
+) -> tuple[Tensor, Tensor]:
     """Interpolates `n` tuples over the whole batch (MultiMix, pooled).
 
     Args:
         z: embeddings `[m, d]`.
-        y: targets `[m, c]` (one-hot, smoothed or soft), or class ids `[m]` with `num_classes`.
-        lam: interpolation weights `[m, n]` (columns on the simplex), from `sample_lambda`.
+        y: targets `[m, c]` (one-hot, smoothed or soft: rows non-negative, summing to 1), or
+            class ids `[m]` with `num_classes`.
+        lam: interpolation weights `[m, n]` (columns non-negative, summing to 1), from `sample_lambda`.
+        validate: check the values of `lam` and `y` (one reduction and one host sync each);
+            False for weights from `sample_lambda` and targets checked already.
 
     Returns:
         `(z_mix [n, d], y_mix [n, c])`, in float32 for half-precision inputs.
@@ -141,15 +164,16 @@ def multimix(z: Tensor, y: Tensor, lam: Tensor, *, num_classes: int | None = Non
     """
     check_rank(z, 2, "z", "[m, d]")
     m = z.shape[0]
-    check_lambda(lam, m, None)
-    y = _targets_2d(y, m, num_classes)
+    check_batch_size(m)
+    check_lambda(lam, m, None, values=validate)
+    y = _targets_2d(y, m, num_classes, validate)
     dtype = torch.promote_types(torch.promote_types(z.dtype, y.dtype), torch.float32)
     lam_t = lam.to(dtype).t()
     return lam_t @ z.to(dtype), lam_t @ y.to(dtype)
 
 
 def dense_weights(
-    lam: Tensor, m: int, r: int, attn: Tensor | None = None, mask: Tensor | None = None
+    lam: Tensor, m: int, r: int, attn: Tensor | None = None, mask: Tensor | None = None, *, validate: bool = True
 ) -> tuple[Tensor, Tensor]:
     """Per-position interpolation weights of Dense MultiMix (docs/method.md).
 
@@ -159,12 +183,15 @@ def dense_weights(
         lam: `[r, m, n]`, or `[m, n]` shared by all positions.
         attn: non-negative attention `[m, r]`; None means uniform.
         mask: bool `[m, r]`, True where a position is real.
+        validate: check that the columns of `lam` are on the simplex (one reduction, one host
+            sync); False for weights from `sample_lambda`.
 
     Returns:
         `(w [r, m, n], valid [n, r])`: `w` sums to 1 over examples wherever `valid`, and is
         zero (never NaN) elsewhere.
     """
-    check_lambda(lam, m, r)
+    check_batch_size(m, "lam")
+    check_lambda(lam, m, r, values=validate)
     if mask is not None:
         check_mask(mask, m, r)
     if attn is not None:
@@ -199,6 +226,7 @@ def dense_multimix(
     mask: Tensor | None = None,
     *,
     num_classes: int | None = None,
+    validate: bool = True,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Dense MultiMix: interpolates every position, weighted by attention.
 
@@ -208,6 +236,7 @@ def dense_multimix(
         lam: `[r, m, n]` (one draw per position), or `[m, n]` shared by all positions.
         attn: non-negative attention `[m, r]`, None for uniform.
         mask: bool `[m, r]`, True for real positions (padding and prefix tokens are False).
+        validate: check the values of `lam` and `y`, as in `multimix`.
 
     Returns:
         `(z_mix [n, r, d], y_mix [n, r, c], valid [n, r])`; entries that are not `valid` (no
@@ -222,8 +251,10 @@ def dense_multimix(
     """
     check_rank(z, 3, "z", "[m, r, d]")
     m, r, _ = z.shape
-    y = _targets_2d(y, m, num_classes)
-    w, valid = dense_weights(lam, m, r, attn, mask)
+    check_batch_size(m)
+    check_positions(r)
+    y = _targets_2d(y, m, num_classes, validate)
+    w, valid = dense_weights(lam, m, r, attn, mask, validate=validate)
     dtype = torch.promote_types(z.dtype, torch.float32)
     w = w.to(torch.promote_types(w.dtype, dtype))
     z_mix = torch.einsum("rmk,mrd->krd", w, z.to(w.dtype))

@@ -208,7 +208,7 @@ class MultiMixHead(nn.Module):
             if labels is None:
                 return MultiMixOutput(logits=logits)
             self._check_labels(labels, logits.shape[0])
-            y = one_hot_targets(labels, self.num_classes)
+            y = one_hot_targets(labels, self.num_classes, validate=False)
             return MultiMixOutput(loss=soft_cross_entropy(logits, y).mean(), logits=logits)
         m = self.adapter.batch_size(inputs)
         self._check_labels(labels, m)
@@ -219,7 +219,7 @@ class MultiMixHead(nn.Module):
         classify = self._classify
         clean_logits = classify(feats.pooled)
         if not mix:
-            y = one_hot_targets(labels, self.num_classes, self.label_smoothing)
+            y = one_hot_targets(labels, self.num_classes, self.label_smoothing, validate=False)
             return MultiMixOutput(loss=soft_cross_entropy(clean_logits, y).mean(), logits=clean_logits)
         teacher_probs = self._teacher_probs(inputs, clean_logits)
         mix_logits = clean_logits
@@ -231,6 +231,7 @@ class MultiMixHead(nn.Module):
             label_smoothing=self.label_smoothing, clean_weight=self.clean_weight, clean_logits=mix_logits,
             teacher_probs=teacher_probs, distill_weight=self.distill_weight,
             temperature=self.temperature, chunk_size=self.chunk_size,
+            validate=False,  # labels checked above; weights and teacher probabilities valid by construction
         )
         if self.mixing == "pairwise":
             common["lam"] = sample_pair_lambda(m, self.alpha, device=feats.pooled.device)
@@ -273,14 +274,20 @@ class MultiMixHead(nn.Module):
         return self.adapter.classify(z if dtype is None or torch.is_autocast_enabled() else z.to(dtype))
 
     def _check_labels(self, labels: Tensor, m: int) -> None:
+        """Shapes, dtypes and values of the labels: the one host sync of a training step."""
         if not isinstance(labels, Tensor):
             raise TypeError(f"labels must be a tensor ([m] class ids or [m, c] probabilities), got {type(labels).__name__}.")
+        if m == 0:
+            raise ValueError(
+                "the batch is empty (m=0 examples); MultiMix needs at least one example per batch: skip empty "
+                "batches."
+            )
         if labels.dim() == 0 or labels.shape[0] != m:
             raise ValueError(
                 f"labels have batch size {labels.shape[0] if labels.dim() else 0} but the inputs have {m}: "
                 "pass one label per example."
             )
-        check_targets(labels, m, self.num_classes)
+        check_targets(labels, m, self.num_classes, name="labels")
 
     def _teacher_probs(self, inputs: dict[str, Any], clean_logits: Tensor) -> Tensor | None:
         if self.distill_weight <= 0:

@@ -15,7 +15,16 @@ from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 from torch.utils.checkpoint import checkpoint
 
-from ._checks import AlphaLike, check_lambda, check_mask, check_rank, check_targets
+from ._checks import (
+    AlphaLike,
+    check_batch_size,
+    check_distributions,
+    check_lambda,
+    check_mask,
+    check_positions,
+    check_rank,
+    check_targets,
+)
 from .functional import _normalise, _position_weights, build_attention, masked_mean, one_hot_targets, sample_lambda
 
 #: Mixed tensors of one chunk hold at most this many elements (float32: 256 MB), which bounds
@@ -77,6 +86,7 @@ def multimix_loss(
     distill_weight: float = 0.0,
     temperature: float = 1.0,
     chunk_size: int | None = None,
+    validate: bool = True,
 ) -> Tensor:
     """MultiMix loss on pooled embeddings: mean soft-target cross-entropy over `n` mixes.
 
@@ -98,6 +108,10 @@ def multimix_loss(
         distill_weight: `beta`; loss is `(1-beta) CE + beta T^2 KL(q_mix || softmax(g(z_mix)/T))`.
         temperature: `T`.
         chunk_size: mixes per chunk; None picks one from `DEFAULT_CHUNK_ELEMENTS`.
+        validate: check the values of `targets` (class ids in range, probability rows
+            non-negative and summing to 1), of a given `lam` (columns on the simplex) and of
+            `teacher_probs`: one reduction and one host sync each. `MultiMixHead` passes False
+            for its own weights and labels it checked already.
 
     Returns:
         Scalar float32 loss.
@@ -110,14 +124,15 @@ def multimix_loss(
     """
     check_rank(z, 2, "z", "[m, d]")
     m = z.shape[0]
+    check_batch_size(m)
     if lam is not None:
-        check_lambda(lam, m, None)
+        check_lambda(lam, m, None, values=validate)
         lam = lam.unsqueeze(0)
     return _loss(
         z.unsqueeze(1), targets, classifier, lam, mask=None, attention=None, n=n, alpha=alpha,
         per_position=False, affine=affine, num_classes=num_classes, label_smoothing=label_smoothing,
         clean_weight=clean_weight, clean_logits=clean_logits, teacher_probs=teacher_probs,
-        distill_weight=distill_weight, temperature=temperature, chunk_size=chunk_size,
+        distill_weight=distill_weight, temperature=temperature, chunk_size=chunk_size, validate=validate,
     )
 
 
@@ -143,13 +158,14 @@ def dense_multimix_loss(
     distill_weight: float = 0.0,
     temperature: float = 1.0,
     chunk_size: int | None = None,
+    validate: bool = True,
 ) -> Tensor:
     """Dense MultiMix loss: mixes every position, weighted by attention, and averages the
     soft-target cross-entropy over all valid `(mix, position)` terms.
 
     The arguments not listed below (`n`, `alpha`, `affine`, `num_classes`, `label_smoothing`,
-    `clean_weight`, `clean_logits`, `distill_weight`, `temperature`, `chunk_size`) are as in
-    `multimix_loss`.
+    `clean_weight`, `clean_logits`, `distill_weight`, `temperature`, `chunk_size`, `validate`)
+    are as in `multimix_loss`.
 
     Args:
         z: position embeddings in the classifier's input space, `[m, r, d]`.
@@ -175,8 +191,10 @@ def dense_multimix_loss(
     """
     check_rank(z, 3, "z", "[m, r, d]")
     m, r, _ = z.shape
+    check_batch_size(m)
+    check_positions(r)
     if lam is not None:
-        check_lambda(lam, m, r)
+        check_lambda(lam, m, r, values=validate)
     if mask is not None:
         check_mask(mask, m, r)
     return _loss(
@@ -184,7 +202,7 @@ def dense_multimix_loss(
         per_position=per_position, detach_attention=detach_attention, affine=affine,
         num_classes=num_classes, label_smoothing=label_smoothing, clean_weight=clean_weight,
         clean_logits=clean_logits, teacher_probs=teacher_probs, distill_weight=distill_weight,
-        temperature=temperature, chunk_size=chunk_size,
+        temperature=temperature, chunk_size=chunk_size, validate=validate,
     )
 
 
@@ -231,10 +249,13 @@ def _loss(
     chunk_size: int | None,
     pooled: Tensor | None = None,
     detach_attention: bool = True,
+    validate: bool = True,
 ) -> Tensor:
     m, r, d = tokens.shape
     _check_options(distill_weight, temperature, clean_weight, chunk_size)
-    check_targets(targets, m, num_classes)
+    check_targets(targets, m, num_classes, values=validate)
+    # Class ids are range-checked once the classifier's size is known, below.
+    checked = validate and (num_classes is not None or targets.dim() == 2)
     if distill_weight > 0 and teacher_probs is None:
         raise ValueError("distill_weight > 0 needs teacher_probs (e.g. softmax(clean_logits.detach() / T)).")
     if lam is None:
@@ -256,11 +277,16 @@ def _loss(
             with torch.no_grad():
                 num_classes = classifier(tokens[:1, 0]).shape[-1]
     dtype = torch.promote_types(tokens.dtype, torch.float32)
-    y = one_hot_targets(targets, num_classes, label_smoothing).to(dtype)
+    y = one_hot_targets(targets, num_classes, label_smoothing, validate=validate and not checked).to(dtype)
     if clean_weight > 0 and clean_logits is None:
         clean_logits = classifier(pooled if pooled is not None else masked_mean(tokens, mask))
     if teacher_probs is not None and distill_weight > 0:
         _check_teacher(teacher_probs, m, r, num_classes)
+        if validate:
+            check_distributions(
+                teacher_probs, -1, "teacher_probs", "probability rows",
+                "pass probabilities, e.g. softmax(teacher_logits / T, dim=-1)",
+            )
 
     with torch.autocast(device_type=tokens.device.type, enabled=False):
         if attention is None or r == 1:

@@ -250,3 +250,72 @@ def test_pair_lambda_is_manifold_mixup():
     assert len(weights) <= 3  # lam, 1 - lam, and 1 where an example is paired with itself
     with pytest.raises(ValueError, match=r"alpha must be > 0"):
         sample_pair_lambda(4, alpha=0.0)
+
+
+def test_tiny_alpha_gives_vertices_not_the_centre():
+    # torch's gamma sampler returns the smallest normal number when a draw underflows; a
+    # column of those is the Dirichlet's limit, a vertex, not the uniform mix.
+    torch.manual_seed(0)
+    lam = sample_lambda(4, 200, alpha=1e-3)
+    top = lam.max(0).values
+    assert (top > 0.3).all() and top.mean() > 0.95  # a uniform column would have 0.25
+    torch.testing.assert_close(lam.sum(0), torch.ones(200))
+
+
+def test_huge_alpha_gives_the_centre_not_nan():
+    lam = sample_lambda(4, 20, alpha=3e38)
+    torch.testing.assert_close(lam, torch.full((4, 20), 0.25))
+
+
+_Y = torch.tensor([0, 1, 2])
+
+
+@pytest.mark.parametrize(
+    "call, exc, match",
+    [
+        (lambda: sample_lambda(0, 10), ValueError, r"m must be a positive integer, got 0: m is the batch size"),
+        (lambda: sample_lambda(4, 10, alpha=float("inf")), ValueError, r"alpha must be finite"),
+        (lambda: sample_lambda(4, 10, alpha=(1.0, float("nan"))), ValueError, r"alpha must be > 0"),
+        (lambda: multimix(torch.randn(0, 4), _Y[:0], torch.ones(0, 5), num_classes=3), ValueError,
+         r"z holds an empty batch \(m=0 examples\)"),
+        (lambda: dense_multimix(torch.randn(3, 0, 4), _Y, torch.ones(3, 5) / 3, num_classes=3), ValueError,
+         r"z has no positions \(r=0\)"),
+        (lambda: multimix(torch.randn(3, 4), _Y, torch.rand(3, 5) + 0.1, num_classes=3), ValueError,
+         r"lam must be non-negative columns summing to 1, but column 0 sums to .*; sample it with sample_lambda\(\)"),
+        (lambda: multimix(torch.randn(3, 4), _Y, torch.tensor([[1.5], [-0.5], [0.0]]), num_classes=3), ValueError,
+         r"lam must be non-negative columns summing to 1, but entry \[1, 0\] is -0\.5"),
+        (lambda: multimix(torch.randn(3, 4), _Y, torch.full((3, 2), float("nan")), num_classes=3), ValueError,
+         r"column 0 sums to nan \(it holds NaN or inf\)"),
+        (lambda: multimix(torch.randn(3, 4), _Y, torch.ones(3, 2, dtype=torch.long), num_classes=3), TypeError,
+         r"lam must be a floating point tensor"),
+        (lambda: multimix(torch.randn(3, 4), _Y, torch.ones(3, 0), num_classes=3), ValueError, r"no mixes \(n=0\)"),
+        (lambda: dense_multimix(torch.randn(3, 2, 4), _Y, torch.rand(2, 3, 5), num_classes=3), ValueError,
+         r"lam must be non-negative columns summing to 1, but column \[0, 0\] sums to"),
+        (lambda: multimix(torch.randn(3, 4), torch.rand(3, 5), sample_lambda(3, 4)), ValueError,
+         r"targets must be non-negative probability rows summing to 1, but row 0 sums to .*; normalise them, "
+         r"e\.g\. targets = targets\.clamp_min\(0\); targets = targets / targets\.sum\(dim=1, keepdim=True\)"),
+        (lambda: multimix(torch.randn(2, 4), torch.tensor([[1.2, -0.2], [0.5, 0.5]]), sample_lambda(2, 4)), ValueError,
+         r"targets must be non-negative probability rows summing to 1, but entry \[0, 1\] is -0\.2"),
+        (lambda: one_hot_targets(torch.tensor([[0.5, float("nan")]]), 2), ValueError, r"row 0 sums to nan"),
+        (lambda: one_hot_targets(torch.tensor([0, 3]), 3), ValueError, r"label 3 is outside \[0, 3\)"),
+    ],
+)
+def test_values_are_checked(call, exc, match):
+    with pytest.raises(exc, match=match):
+        call()
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+def test_rounded_distributions_pass(dtype):
+    # Probabilities stored in half precision sum to 1 only up to their rounding.
+    y = torch.softmax(torch.randn(6, 7), -1).to(dtype)
+    lam = sample_lambda(6, 50).to(dtype)
+    z_mix, y_mix = multimix(torch.randn(6, 3, dtype=dtype), y, lam)
+    torch.testing.assert_close(y_mix.sum(-1), torch.ones(50, dtype=y_mix.dtype), atol=1e-2, rtol=0)
+
+
+def test_validate_false_skips_only_the_value_checks():
+    z_mix, _ = multimix(torch.randn(3, 4), _Y, torch.full((3, 2), 0.5), num_classes=3, validate=False)
+    assert z_mix.shape == (2, 4)
+    with pytest.raises(ValueError, match=r"lam has 2 rows but the batch has m=3"):
+        multimix(torch.randn(3, 4), _Y, torch.full((2, 2), 0.5), num_classes=3, validate=False)

@@ -177,8 +177,13 @@ def test_label_errors():
         head(images(), labels=torch.tensor([0, 1, 2]))
     with pytest.raises(ValueError, match=r"label 7 is outside \[0, 5\)"):
         head(images(), labels=torch.tensor([0, 1, 2, 7]))
-    with pytest.raises(ValueError, match=r"targets have 4 classes but the classifier has 5"):
+    with pytest.raises(ValueError, match=r"labels have 4 classes but the classifier has 5"):
         head(images(), labels=torch.ones(4, 4) / 4)
+    with pytest.raises(ValueError, match=r"labels must be non-negative probability rows summing to 1, but row 0 "
+                                         r"sums to 3\.5; normalise them, e\.g\. labels = labels\.clamp_min\(0\)"):
+        head(images(), labels=torch.full((4, 5), 0.7))
+    with pytest.raises(ValueError, match=r"the batch is empty \(m=0 examples\)"):
+        head(images()[:0], labels=torch.zeros(0, dtype=torch.long))
 
 
 def test_option_errors():

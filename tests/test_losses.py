@@ -274,3 +274,39 @@ def test_shortcut_equals_embedding_path_for_soft_targets_dense():
         torch.testing.assert_close(fast, slow)
         for g_fast, g_slow in zip(_grads(fast, z, head.weight), slow_grads):
             torch.testing.assert_close(g_fast, g_slow)
+
+
+@pytest.mark.parametrize("loss_fn, z", [(multimix_loss, torch.randn(4, 5)), (dense_multimix_loss, torch.randn(4, 3, 5))])
+def test_loss_values_are_checked(loss_fn, z):
+    head, y = nn.Linear(5, 3), torch.tensor([0, 1, 2, 0])
+    with pytest.raises(ValueError, match=r"targets must be non-negative probability rows summing to 1, but row 0"):
+        loss_fn(z, torch.full((4, 3), 0.5), head, n=10)
+    with pytest.raises(ValueError, match=r"lam must be non-negative columns summing to 1"):
+        loss_fn(z, y, head, torch.full((4, 10), 0.5))
+    with pytest.raises(ValueError, match=r"teacher_probs must be non-negative probability rows summing to 1.*softmax"):
+        loss_fn(z, y, head, n=10, distill_weight=0.5, teacher_probs=torch.ones(4, 3))
+    with pytest.raises(ValueError, match=r"z holds an empty batch"):
+        loss_fn(z[:0], y[:0], head, n=10)
+    # validate=False: the caller vouches for the values (no host sync); shapes are still checked.
+    assert torch.isfinite(loss_fn(z, y, head, torch.full((4, 10), 0.25), validate=False))
+    with pytest.raises(ValueError, match=r"lam has 3 rows but the batch has m=4"):
+        loss_fn(z, y, head, torch.full((3, 10), 0.25), validate=False)
+
+
+def test_head_checks_values_once_per_step(monkeypatch):
+    # The head's own weights and teacher probabilities are valid by construction: the labels'
+    # check is the only value check (and host sync) of a training step.
+    import timm
+
+    import hf_multimix.losses
+    from hf_multimix import MultiMixHead, _checks
+
+    calls = []
+    original = _checks.check_distributions
+    spy = lambda p, *a, **k: (calls.append(a[1]), original(p, *a, **k))  # noqa: E731
+    monkeypatch.setattr(_checks, "check_distributions", spy)
+    monkeypatch.setattr(hf_multimix.losses, "check_distributions", spy)
+    head = MultiMixHead(timm.create_model("resnet10t", pretrained=False, num_classes=3), n=10, mixing="pairwise",
+                        distill_weight=0.5)
+    head(torch.randn(4, 3, 32, 32), labels=torch.softmax(torch.randn(4, 3), -1)).loss.backward()
+    assert calls == ["labels"]
