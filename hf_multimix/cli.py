@@ -327,10 +327,15 @@ def main(argv: list[str] | None = None) -> int:
                   f"{metrics['best_eval_accuracy']:.4f}, {metrics['train_time_s']:.1f}s -> {args.output_dir}")
         else:
             compare(args)
-    except (ValueError, FileNotFoundError, NotADirectoryError, ImportError) as e:
+    except (ValueError, OSError, ImportError) as e:  # OSError: unwritable or full output folder, missing files
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         print(f"hf-multimix: error: {msg}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        last = os.path.join(args.output_dir, "checkpoint-last")
+        hint = f"; continue with --resume {last}" if os.path.isdir(last) else ""
+        print(f"hf-multimix: interrupted{hint}", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -2,6 +2,11 @@
 clipping, warmup + cosine schedule, per-epoch evaluation with `gather_for_metrics`,
 safetensors checkpoints, resume, JSON-lines metrics and progress bars.
 
+Runs are not lost: checkpoints are written to a temporary folder and renamed into place, so an
+interrupted run (Ctrl-C, a killed process, a full disk) leaves the last complete checkpoint
+loadable, and it carries the metrics history that `resume_from` continues. An output folder
+that cannot be written, or lacks the space for the checkpoints, is refused before training.
+
 The same loop trains every method the CLI compares: the head carries MultiMix, Dense
 MultiMix or pairwise (manifold) mixup, and input mixup / CutMix come from timm's `Mixup`
 applied to the batch, so all methods share one budget and one code path.
@@ -9,9 +14,12 @@ applied to the batch, so all methods share one budget and one code path.
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
+import shutil
+import tempfile
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
@@ -147,7 +155,8 @@ def train(
         mixed_precision=config.mixed_precision, gradient_accumulation_steps=config.gradient_accumulation_steps
     )
     set_seed(config.seed)
-    os.makedirs(config.output_dir, exist_ok=True)
+    if accelerator.is_main_process:
+        check_output_dir(config.output_dir, head, config.save_checkpoints)
     params = [p for p in head.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     steps_per_epoch = len(train_loader)
@@ -164,11 +173,15 @@ def train(
     mix_fn = _input_mixer(config, plain.num_classes)
 
     start_epoch, best = 0, -1.0
-    if config.resume_from:
-        start_epoch, best = _load_checkpoint(config.resume_from, plain, optimizer, scheduler)
-        accelerator.print(f"resumed from {config.resume_from} at epoch {start_epoch}")
     history: list[dict[str, Any]] = []
     metrics_path = os.path.join(config.output_dir, "metrics.jsonl")
+    if config.resume_from:
+        start_epoch, best, history = _load_checkpoint(config.resume_from, plain, optimizer, scheduler)
+        accelerator.print(f"resumed from {config.resume_from} at epoch {start_epoch}")
+        if accelerator.is_main_process:
+            # The log restarts from the checkpoint's history: epochs logged after it (a run
+            # killed before its next checkpoint) are trained again and must not appear twice.
+            _write_atomic(metrics_path, "".join(json.dumps(r) + "\n" for r in history if r["epoch"] > 0))
     if config.eval_before_training and eval_loader is not None and start_epoch == 0:
         record = {"epoch": 0, **evaluate(head, eval_loader, accelerator, config.progress)}
         history.append(record)
@@ -228,10 +241,12 @@ def train(
             with open(metrics_path, "a") as f:
                 f.write(json.dumps(record) + "\n")
             if config.save_checkpoints:
-                _save_checkpoint(os.path.join(config.output_dir, "checkpoint-last"), plain, optimizer, scheduler,
-                                 epoch + 1, best, config)
                 if record.get("eval_accuracy") == best:
-                    _save_model(os.path.join(config.output_dir, "checkpoint-best"), plain)
+                    _replace_folder(os.path.join(config.output_dir, "checkpoint-best"), lambda tmp: _save_model(tmp, plain))
+                _replace_folder(
+                    os.path.join(config.output_dir, "checkpoint-last"),
+                    lambda tmp: _save_checkpoint(tmp, plain, optimizer, scheduler, epoch + 1, best, config, history),
+                )
         accelerator.wait_for_everyone()
     return history
 
@@ -256,6 +271,102 @@ def _input_mixer(config: TrainingConfig, num_classes: int):
     return apply
 
 
+def checkpoint_bytes(head: MultiMixHead) -> int:
+    """A rough size of one `checkpoint-last` of `head`: the weights as saved, plus AdamW's two
+    float32 moments per trainable parameter."""
+    model = sum(t.numel() * t.element_size() for t in head.model.state_dict().values())
+    moments = sum(2 * 4 * p.numel() for p in head.model.parameters() if p.requires_grad)
+    return model + moments
+
+
+def check_output_dir(path: str, head: MultiMixHead, save_checkpoints: bool = True) -> None:
+    """Refuses, before any training, an output folder that cannot be written or lacks the free
+    space for the checkpoints: the new `checkpoint-last` is written next to the old one before
+    it replaces it, and `checkpoint-best` holds another copy of the weights.
+
+    Raises:
+        OSError: naming the folder, the cause and what to do.
+    """
+    try:
+        os.makedirs(path, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
+            pass
+    except OSError as err:
+        raise _os_error(
+            err.errno, f"cannot write to the output folder {path!r} ({err.strerror or err}); choose another "
+            "output folder (--output-dir) or make this one writable"
+        ) from None
+    if not save_checkpoints:
+        return
+    need = 2 * checkpoint_bytes(head) + sum(t.numel() * t.element_size() for t in head.model.state_dict().values())
+    free = shutil.disk_usage(path).free
+    if free < need:
+        raise _os_error(
+            errno.ENOSPC, f"not enough free space in {path!r} for the checkpoints: about {need / 2**20:.0f} MiB "
+            f"needed, {free / 2**20:.0f} MiB free; free some space or choose another output folder (--output-dir)"
+        )
+
+
+def _os_error(code: int | None, message: str) -> OSError:
+    """An `OSError` whose text is `message` alone (no `[Errno n]` prefix), with `errno` set."""
+    err = OSError(message)
+    err.errno = code
+    return err
+
+
+def _replace_folder(path: str, write: Any) -> None:
+    """Writes a folder with `write(tmp)` into a temporary sibling and renames it to `path`, so
+    that `path` always holds a complete version (the old one until the new one is whole).
+
+    A crash between the two renames leaves the old version in `path + ".old"`, which
+    `_load_checkpoint` falls back to.
+    """
+    parent = os.path.dirname(os.path.abspath(path))
+    name = os.path.basename(path)
+    for stale in os.listdir(parent):  # temporary folders of an interrupted earlier write
+        if stale.startswith(f".{name}.tmp-"):
+            shutil.rmtree(os.path.join(parent, stale), ignore_errors=True)
+    tmp = tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=parent)
+    try:
+        write(tmp)
+        for entry in os.scandir(tmp):
+            with open(entry.path, "rb") as f:
+                os.fsync(f.fileno())
+    except Exception as err:  # noqa: BLE001 - torch.save reports a full disk as a RuntimeError
+        shutil.rmtree(tmp, ignore_errors=True)
+        text = str(err).strip()
+        why = getattr(err, "strerror", None) or (text.splitlines()[0] if text else type(err).__name__)
+        raise _os_error(
+            getattr(err, "errno", None), f"could not write {path!r} ({why}); the previous complete version is still "
+            "there: free some space or fix the folder, then resume from it"
+        ) from err
+    except BaseException:  # KeyboardInterrupt: the previous version stays, the partial one goes
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = path + ".old"
+    if os.path.isdir(path):
+        if os.path.isdir(old):
+            shutil.rmtree(old)
+        os.rename(path, old)
+    os.rename(tmp, path)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _write_atomic(path: str, text: str) -> None:
+    """Writes a text file through a temporary sibling and a rename: readers see the old or the new file."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.tmp-", dir=os.path.dirname(os.path.abspath(path)))
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
 def _save_model(path: str, head: MultiMixHead) -> None:
     os.makedirs(path, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in head.model.state_dict().items()}
@@ -266,16 +377,21 @@ def _save_model(path: str, head: MultiMixHead) -> None:
 
 
 def _save_checkpoint(path: str, head: MultiMixHead, optimizer, scheduler, epoch: int, best: float,
-                     config: TrainingConfig) -> None:
+                     config: TrainingConfig, history: list[dict[str, Any]]) -> None:
     _save_model(path, head)
     torch.save(optimizer.state_dict(), os.path.join(path, "optimizer.pt"))
     torch.save(scheduler.state_dict(), os.path.join(path, "scheduler.pt"))
+    # Written last: a folder with trainer_state.json is a complete checkpoint.
     with open(os.path.join(path, "trainer_state.json"), "w") as f:
-        json.dump({"epoch": epoch, "best_eval_accuracy": best, "config": asdict(config)}, f, indent=2, default=str)
+        json.dump({"epoch": epoch, "best_eval_accuracy": best, "config": asdict(config), "history": history},
+                  f, indent=2, default=str)
 
 
-def _load_checkpoint(path: str, head: MultiMixHead, optimizer, scheduler) -> tuple[int, float]:
+def _load_checkpoint(path: str, head: MultiMixHead, optimizer, scheduler) -> tuple[int, float, list[dict[str, Any]]]:
+    """Restores the weights, optimiser and schedule; returns `(epoch, best, history)`."""
     state_file = os.path.join(path, "trainer_state.json")
+    if not os.path.exists(state_file) and os.path.exists(os.path.join(path + ".old", "trainer_state.json")):
+        path, state_file = path + ".old", os.path.join(path + ".old", "trainer_state.json")  # killed mid-rename
     if not os.path.exists(state_file):
         raise FileNotFoundError(
             f"{path} is not a checkpoint written by hf_multimix (no trainer_state.json); pass a "
@@ -287,4 +403,4 @@ def _load_checkpoint(path: str, head: MultiMixHead, optimizer, scheduler) -> tup
     scheduler.load_state_dict(torch.load(os.path.join(path, "scheduler.pt"), weights_only=True))
     with open(state_file) as f:
         state = json.load(f)
-    return int(state["epoch"]), float(state["best_eval_accuracy"])
+    return int(state["epoch"]), float(state["best_eval_accuracy"]), list(state.get("history", []))

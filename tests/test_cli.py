@@ -30,7 +30,10 @@ def test_resume_continues_from_checkpoint(tmp_path):
     args = [a if a != "1" else "2" for a in TINY]  # --epochs 2
     assert main(["train", *args, "--output-dir", str(out), "--resume", str(out / "checkpoint-last")]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
-    assert [h["epoch"] for h in metrics["history"]] == [2]
+    # The checkpoint carries the history: the resumed run reports every epoch, once.
+    assert [h["epoch"] for h in metrics["history"]] == [1, 2]
+    assert metrics["initial_eval_accuracy"] is not None
+    assert [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2]
 
 
 def test_compare_runs_methods_side_by_side(tmp_path, capsys):

@@ -1,0 +1,193 @@
+"""Never lose a run: interrupted training leaves the last complete checkpoint loadable and
+`resume_from` continues it with the same metrics history; an output folder that cannot take
+the checkpoints is refused before training."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import timm
+import torch
+from safetensors.torch import load_file
+
+import hf_multimix.training as training
+from hf_multimix import MultiMixHead
+from hf_multimix.training import TrainingConfig, train
+
+
+class Batches(torch.utils.data.Dataset):
+    """Eight tiny images, in batches of four; counts the examples training reads."""
+
+    def __init__(self, seed=0):
+        g = torch.Generator().manual_seed(seed)
+        self.x = torch.randn(8, 3, 16, 16, generator=g)
+        self.y = torch.arange(8) % 3
+        self.reads = 0
+
+    def __len__(self):
+        return 8
+
+    def __getitem__(self, i):
+        self.reads += 1
+        return self.x[i], self.y[i]
+
+    def loader(self):
+        return torch.utils.data.DataLoader(self, batch_size=4, collate_fn=lambda b: {
+            "pixel_values": torch.stack([x for x, _ in b]), "labels": torch.stack([y for _, y in b])})
+
+
+def tiny_head():
+    torch.manual_seed(0)
+    return MultiMixHead(timm.create_model("resnet10t", pretrained=False, num_classes=3), n=16)
+
+
+def config(out, epochs, **kw):
+    return TrainingConfig(output_dir=str(out), epochs=epochs, progress=False, **kw)
+
+
+def run(out, epochs, **kw):
+    data = Batches()
+    return train(tiny_head(), data.loader(), Batches(1).loader(), config(out, epochs, **kw))
+
+
+def saved_epoch(folder):
+    return json.loads((folder / "trainer_state.json").read_text())["epoch"]
+
+
+def test_resume_after_ctrl_c_in_a_checkpoint_write(tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    reference = run(tmp_path / "straight", 3)
+    saves = []
+    real_save = torch.save
+
+    def interrupted_save(obj, path, *args, **kwargs):
+        saves.append(path)
+        if len(saves) == 3:  # epoch 2: optimizer.pt of the second checkpoint
+            raise KeyboardInterrupt
+        return real_save(obj, path, *args, **kwargs)
+
+    monkeypatch.setattr(training.torch, "save", interrupted_save)
+    with pytest.raises(KeyboardInterrupt):
+        run(out, 3)
+    monkeypatch.setattr(training.torch, "save", real_save)
+    last = out / "checkpoint-last"
+    assert saved_epoch(last) == 1
+    assert set(load_file(str(last / "model.safetensors"))) == set(tiny_head().model.state_dict())
+    assert not [p for p in os.listdir(out) if ".tmp-" in p]  # the partial write is gone
+
+    history = run(out, 3, resume_from=str(last))
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+    first = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
+    assert history[0] == first
+    # The interrupted run's first epoch is the straight run's: same data, seed and weights.
+    assert history[0]["train_loss"] == pytest.approx(reference[0]["train_loss"])
+    assert [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
+    assert saved_epoch(last) == 3
+
+
+KILLED_RUN = textwrap.dedent("""
+    import os, signal, sys
+    sys.path.insert(0, {tests!r})
+    import torch
+    import hf_multimix.training as training
+    from test_never_lose_a_run import Batches, config, tiny_head
+
+    real_save = training.save_file
+    calls = []
+
+    def save_then_die(state, path, *args, **kwargs):
+        calls.append(path)
+        real_save(state, path, *args, **kwargs)
+        if len(calls) == 3:  # epoch 2: weights written into the temporary folder, then killed
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    training.save_file = save_then_die
+    training.train(tiny_head(), Batches().loader(), Batches(1).loader(), config({out!r}, 3))
+""")
+
+
+def test_a_killed_process_leaves_the_last_complete_checkpoint(tmp_path):
+    out = tmp_path / "run"
+    script = KILLED_RUN.format(tests=os.path.dirname(__file__), out=str(out))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    last = out / "checkpoint-last"
+    assert saved_epoch(last) == 1
+    assert [p for p in os.listdir(out) if ".tmp-" in p]  # the half-written checkpoint, never renamed
+    history = run(out, 2, resume_from=str(last))
+    assert [h["epoch"] for h in history] == [1, 2] and saved_epoch(last) == 2
+    assert not [p for p in os.listdir(out) if ".tmp-" in p]
+
+
+def test_resume_from_a_checkpoint_killed_between_renames(tmp_path):
+    out = tmp_path / "run"
+    run(out, 1)
+    last = out / "checkpoint-last"
+    os.rename(last, str(last) + ".old")  # the state between moving the old one aside and the new one in
+    history = run(out, 2, resume_from=str(last))
+    assert [h["epoch"] for h in history] == [1, 2] and saved_epoch(last) == 2
+    assert not os.path.exists(str(last) + ".old")
+
+
+def test_unwritable_output_folder_is_refused_before_training(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    data = Batches()
+    with pytest.raises(OSError, match=r"cannot write to the output folder .*a-file/run.*choose another output folder"):
+        train(tiny_head(), data.loader(), None, config(blocker / "run", 1))
+    assert data.reads == 0
+
+
+def test_full_disk_is_refused_before_training(tmp_path, monkeypatch):
+    monkeypatch.setattr(training.shutil, "disk_usage", lambda path: type("U", (), {"free": 2**20})())
+    data = Batches()
+    head = tiny_head()
+    with pytest.raises(OSError, match=r"not enough free space in .* about \d+ MiB needed, 1 MiB free"):
+        train(head, data.loader(), None, config(tmp_path, 1))
+    assert data.reads == 0
+    # Without checkpoints there is nothing large to write.
+    train(head, data.loader(), None, config(tmp_path, 1, save_checkpoints=False))
+    assert data.reads == 8
+
+
+def test_disk_full_during_a_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    saves = []
+    real_save = torch.save
+
+    def full_disk(obj, path, *args, **kwargs):
+        saves.append(path)
+        if len(saves) == 3:
+            raise RuntimeError("[enforce fail at inline_container.cc:664] . PytorchStreamWriter failed writing file "
+                               "data/0: file write failed")
+        return real_save(obj, path, *args, **kwargs)
+
+    monkeypatch.setattr(training.torch, "save", full_disk)
+    with pytest.raises(OSError, match=r"could not write .*checkpoint-last.*PytorchStreamWriter failed writing file.*"
+                                      r"the previous complete version is still there"):
+        run(out, 3)
+    assert saved_epoch(out / "checkpoint-last") == 1
+
+
+def test_cli_reports_unwritable_folder_and_interrupt_in_one_line(tmp_path, capsys, monkeypatch):
+    from hf_multimix.cli import main
+
+    tiny = ["--dataset", "digits", "--model", "resnet10t", "--epochs", "1", "--train-per-class", "4", "--max-eval",
+            "20", "--image-size", "16", "--batch-size", "8", "--no-progress"]
+    monkeypatch.setattr(training.shutil, "disk_usage", lambda path: type("U", (), {"free": 0})())
+    assert main(["train", *tiny, "--output-dir", str(tmp_path / "full")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "not enough free space" in err and "Traceback" not in err
+    assert not (tmp_path / "full" / "metrics.json").exists()
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "train", interrupted)
+    assert main(["train", *tiny, "--output-dir", str(tmp_path / "stopped")]) == 130
+    err = capsys.readouterr().err.strip()
+    assert err == "hf-multimix: interrupted"
