@@ -219,10 +219,13 @@ def test_multi_label_and_regression_models_are_refused(name: str, problem: str, 
         MultiMixHead(model)
 
 
-def test_unsupported_input_key_is_named() -> None:
-    head = MultiMixHead(build(BY_NAME["electra"]), n=10)
-    with pytest.raises(TypeError, match=r"takes no input named \['pixel_values'\].*input_ids"):
-        head(input_ids=torch.randint(3, 50, (2, 5)), pixel_values=torch.randn(2, 3, 8, 8), labels=LABELS[:2])
+@pytest.mark.parametrize("name", ["electra", "bert"])
+def test_unsupported_input_key_is_named(name: str) -> None:
+    head = MultiMixHead(build(BY_NAME[name]), n=10)
+    for mode in (head.train, head.eval):
+        mode()
+        with pytest.raises(TypeError, match=r"takes no input named \['pixel_values'\].*input_ids"):
+            head(input_ids=torch.randint(3, 50, (2, 5)), pixel_values=torch.randn(2, 3, 8, 8), labels=LABELS[:2])
 
 
 def test_base_model_and_token_classifier_are_refused_with_the_class_to_use() -> None:

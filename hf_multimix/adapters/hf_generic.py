@@ -35,7 +35,6 @@ PEFT (`get_peft_model(..., task_type="SEQ_CLS")`) and `torch.compile` models are
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Mapping
 from contextlib import contextmanager
 from typing import Any, ClassVar, Iterator
@@ -44,10 +43,8 @@ import torch
 from torch import Tensor, nn
 
 from . import register_builtin
-from .base import BackboneAdapter, Features, _out_features, is_affine_layer, logits_of
+from .base import BackboneAdapter, Features, _out_features, check_input_names, is_affine_layer, logits_of
 
-#: Keyword inputs every Hugging Face forward accepts besides its named parameters.
-_COMMON_KWARGS = frozenset({"return_dict", "output_attentions", "output_hidden_states"})
 #: Embedding parameters that prepend tokens that are not positions (CLS, distillation, registers).
 _PREFIX_PARAMS = ("cls_token", "distillation_token", "dist_token", "register_tokens")
 
@@ -149,7 +146,6 @@ class HFGenericAdapter(BackboneAdapter):
                 "outputs. Pass MultiMixHead(model, adapter=MyAdapter(model)); see docs/custom_adapters.md."
             )
         self.main_input_name = getattr(model, "main_input_name", "input_ids")
-        self._params = set(inspect.signature(model.forward).parameters) - {"self", "kwargs", "args"}
         self._final: nn.Module | None = None
         self._per_token: bool = False  # the final layer runs on every token (decoder classifiers)
         self._pooler: str | None = None  # how a replayed hidden state gets its pooler_output
@@ -191,13 +187,7 @@ class HFGenericAdapter(BackboneAdapter):
 
     def normalize_inputs(self, args: tuple, kwargs: dict[str, Any]) -> dict[str, Any]:
         inputs = super().normalize_inputs(args, kwargs)
-        unknown = sorted(k for k in inputs if k not in self._params and k not in _COMMON_KWARGS and k != "labels")
-        if unknown:
-            raise TypeError(
-                f"{type(self.model).__name__} takes no input named {unknown}; its inputs are "
-                f"{sorted(self._params - {'labels'})}. Rename the batch's keys (the tokenizer's or processor's "
-                "output keys are the model's input names)."
-            )
+        check_input_names(self.model, inputs)
         return inputs
 
     def forward_model(self, inputs: Mapping[str, Any], module: nn.Module | None = None) -> Any:

@@ -30,7 +30,7 @@ from typing import Any, ClassVar
 from torch import Tensor, nn
 
 from . import register_builtin
-from .base import BackboneAdapter, Features, tokens_from_map
+from .base import BackboneAdapter, Features, check_input_names, tokens_from_map
 
 
 def _has_class(model: nn.Module, name: str) -> bool:
@@ -103,6 +103,11 @@ class HFClassifierAdapter(BackboneAdapter):
         kwargs = dict(inputs)
         kwargs["return_dict"] = True
         return kwargs
+
+    def normalize_inputs(self, args: tuple, kwargs: dict[str, Any]) -> dict[str, Any]:
+        inputs = super().normalize_inputs(args, kwargs)
+        check_input_names(self.model, inputs)
+        return inputs
 
     def forward_model(self, inputs: Mapping[str, Any], module: nn.Module | None = None) -> Any:
         """Exactly `model(**inputs)`, labels refused (the model would compute its own loss)."""
