@@ -179,6 +179,25 @@ def classifier_is_affine(module: nn.Module) -> bool:
     return isinstance(module, nn.Sequential) and all(classifier_is_affine(child) for child in module)
 
 
+def check_single_label_config(model: nn.Module) -> int:
+    """The number of classes of a Hugging Face classifier, refusing regression and multi-label
+    heads (`config.problem_type`, `num_labels < 2`) with an error that says what to set."""
+    name, config = type(model).__name__, model.config
+    problem = getattr(config, "problem_type", None)
+    if problem in ("regression", "multi_label_classification"):
+        raise ValueError(
+            f"{name} has config.problem_type={problem!r}; MultiMix trains single-label classifiers with "
+            "soft-target cross-entropy. Set config.problem_type='single_label_classification'."
+        )
+    c = int(getattr(config, "num_labels", 0) or 0)
+    if c < 2:
+        raise ValueError(
+            f"{name} has config.num_labels={c}; MultiMix needs a classifier over at least 2 classes "
+            "(num_labels=1 is regression). Build the model with num_labels=c."
+        )
+    return c
+
+
 #: Keyword inputs every Hugging Face forward accepts besides its named parameters.
 _COMMON_HF_KWARGS = frozenset({"return_dict", "output_attentions", "output_hidden_states"})
 

@@ -43,7 +43,15 @@ import torch
 from torch import Tensor, nn
 
 from . import register_builtin
-from .base import BackboneAdapter, Features, _out_features, check_input_names, is_affine_layer, logits_of
+from .base import (
+    BackboneAdapter,
+    Features,
+    _out_features,
+    check_input_names,
+    check_single_label_config,
+    is_affine_layer,
+    logits_of,
+)
 
 #: Embedding parameters that prepend tokens that are not positions (CLS, distillation, registers).
 _PREFIX_PARAMS = ("cls_token", "distillation_token", "dist_token", "register_tokens")
@@ -117,19 +125,7 @@ class HFGenericAdapter(BackboneAdapter):
                 f"{name} labels every token; MultiMix trains one label per example. Use a "
                 "...ForSequenceClassification model."
             )
-        config = model.config
-        problem = getattr(config, "problem_type", None)
-        if problem in ("regression", "multi_label_classification"):
-            raise ValueError(
-                f"{name} has config.problem_type={problem!r}; MultiMix trains single-label classifiers with "
-                "soft-target cross-entropy. Set config.problem_type='single_label_classification'."
-            )
-        c = int(getattr(config, "num_labels", 0) or 0)
-        if c < 2:
-            raise ValueError(
-                f"{name} has config.num_labels={c}; MultiMix needs a classifier over at least 2 classes "
-                "(num_labels=1 is regression). Build the model with num_labels=c."
-            )
+        c = check_single_label_config(model)
         affine = [m for m in model.modules() if is_affine_layer(m)]
         self._candidates = [m for m in affine if _out_features(m) == c]
         if not self._candidates:
