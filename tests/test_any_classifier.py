@@ -270,3 +270,21 @@ def test_support_matrix_page_is_up_to_date() -> None:
     assert support_matrix.PAGE.read_text(encoding="utf-8") == support_matrix.render(), (
         "docs/support.md is stale: run python tests/support_matrix.py"
     )
+
+
+@pytest.mark.parametrize("name", ["electra", "albert", "dinov2", "convnextv2", "wav2vec2"])
+def test_dense_positions_batched_or_one_by_one_are_the_same(name: str, monkeypatch) -> None:
+    from hf_multimix.adapters import hf_generic
+
+    fam = BY_NAME[name]
+    model = build(fam)
+    inputs = make_inputs(fam, 4)
+    tokens = []
+    for chunk_bytes in (1, 2**30):  # one position per call of the head, then all in one call
+        monkeypatch.setattr(hf_generic, "REPLAY_CHUNK_BYTES", chunk_bytes)
+        head = MultiMixHead(model, n=10, dense=True)
+        head.train()
+        model.eval()
+        tokens.append(head.adapter.features(inputs, tokens=True).tokens)
+    assert tokens[0].shape[1] > 1
+    torch.testing.assert_close(tokens[1], tokens[0], atol=1e-5, rtol=1e-5)

@@ -53,6 +53,9 @@ from .base import (
     logits_of,
 )
 
+#: Bytes of replayed hidden states (and repeated inputs) the dense generic path sends through the
+#: model's head in one call.
+REPLAY_CHUNK_BYTES = 64 * 2**20
 #: Embedding parameters that prepend tokens that are not positions (CLS, distillation, registers).
 _PREFIX_PARAMS = ("cls_token", "distillation_token", "dist_token", "register_tokens")
 
@@ -318,14 +321,15 @@ class HFGenericAdapter(BackboneAdapter):
         if hidden.dim() == 4:  # [m, C, h, w] feature map: every cell is a position
             m, ch, h, w = hidden.shape
             cells = [(a, b) for a in range(h) for b in range(w)]
-            zs = [self._replay(inputs, base_out, hidden[:, :, a : a + 1, b : b + 1].expand_as(hidden)) for a, b in cells]
+            zs = self._replay_many(inputs, base_out, [hidden[:, :, a : a + 1, b : b + 1].expand_as(hidden)
+                                                      for a, b in cells])
             mask = None
         else:
             prefix = self._prefix_tokens()
             length = hidden.shape[1]
             mask = self._token_mask(inputs, length)
             positions = range(prefix, length)
-            zs = [self._replay(inputs, base_out, hidden[:, j : j + 1].expand_as(hidden)) for j in positions]
+            zs = self._replay_many(inputs, base_out, [hidden[:, j : j + 1].expand_as(hidden) for j in positions])
             if mask is not None:
                 mask = mask[:, prefix:]
         tokens = torch.stack(zs, dim=1)
@@ -339,6 +343,20 @@ class HFGenericAdapter(BackboneAdapter):
             if isinstance(p, Tensor) and p.dim() == 3:
                 count += p.shape[1]
         return count
+
+    def _replay_many(self, inputs: Mapping[str, Any], base_out: Any, hiddens: list[Tensor]) -> list[Tensor]:
+        """`_replay` of several hidden states, batched in chunks of about `REPLAY_CHUNK_BYTES` (the
+        inputs are repeated along the batch for each chunk): one call of the model's head per chunk."""
+        m = hiddens[0].shape[0]
+        per_position = hiddens[0].numel() * hiddens[0].element_size() + sum(
+            v.numel() * v.element_size() for v in inputs.values() if _batched(v, m))
+        k = max(1, min(len(hiddens), REPLAY_CHUNK_BYTES // max(1, per_position)))
+        out: list[Tensor] = []
+        for start in range(0, len(hiddens), k):
+            chunk = hiddens[start : start + k]
+            batch = inputs if len(chunk) == 1 else _repeat_batch(inputs, len(chunk), m)
+            out.extend(self._replay(batch, base_out, torch.cat(chunk) if len(chunk) > 1 else chunk[0]).split(m))
+        return out
 
     def _replay(self, inputs: Mapping[str, Any], base_out: Any, hidden: Tensor) -> Tensor:
         """The final layer's input when the base model returns `hidden` as its last hidden state."""
@@ -367,7 +385,7 @@ class HFGenericAdapter(BackboneAdapter):
             out = hidden[:, 0]
         else:  # "mean" over positions
             out = hidden.mean(dim=(-2, -1)) if hidden.dim() == 4 else hidden.mean(dim=1)
-        return out.reshape(ref.shape)
+        return out.reshape(hidden.shape[0], *ref.shape[1:])
 
     def _check_replay(self, inputs: Mapping[str, Any]) -> None:
         """Replaying the real hidden state must give back the real final-layer input (dropout off)."""
@@ -400,11 +418,23 @@ class HFGenericAdapter(BackboneAdapter):
                     except (RuntimeError, TypeError, ValueError):
                         pass
                     self._pooler = None
-            try:
+            try:  # one position at a time, and two batched as `_replay_many` batches them
                 again = self._replay(inputs, base_out, hidden)
-                self._replay_ok = again.shape == z.shape and torch.allclose(again, z, atol=1e-5, rtol=1e-4)
+                twice = self._replay(_repeat_batch(inputs, 2, z.shape[0]), base_out, torch.cat([hidden, hidden]))
+                self._replay_ok = again.shape == z.shape and twice.shape == (2 * z.shape[0], *z.shape[1:]) and (
+                    torch.allclose(again, z, atol=1e-5, rtol=1e-4) and torch.allclose(twice, z.repeat(2, 1), atol=1e-5,
+                                                                                      rtol=1e-4))
             except (RuntimeError, TypeError, ValueError, IndexError, AttributeError):
                 self._replay_ok = False
+
+
+def _batched(value: Any, m: int) -> bool:
+    return isinstance(value, Tensor) and value.dim() > 0 and value.shape[0] == m
+
+
+def _repeat_batch(inputs: Mapping[str, Any], k: int, m: int) -> dict[str, Any]:
+    """The inputs with every batched tensor repeated `k` times along the batch."""
+    return {key: v.repeat(k, *([1] * (v.dim() - 1))) if _batched(v, m) else v for key, v in inputs.items()}
 
 
 def _final_norm(base: nn.Module) -> nn.Module | None:
