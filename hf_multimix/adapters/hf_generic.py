@@ -22,7 +22,8 @@ model's logits, and that layer's input `z`. Both are found by looking, not by a 
     audio frames, feature-map cells; CLS, distillation and register tokens are not positions).
     A position is sent through the rest of the model exactly as the model treats a sequence
     in which every slot holds that position (timm's rule, docs/timm.md): the model's own forward
-    runs with the base model's output replaced, so whatever the head does (a pooler, a dense
+    runs with the base model's output replaced (many positions per call, batched), so whatever
+    the head does (a pooler, a dense
     layer and tanh, a mean over frames, a concatenation of CLS and patch mean) is what the
     position goes through. This is checked once, on the first dense batch: replaying the real
     hidden state must give back the real `z`; where it does not (a head reading hidden states
