@@ -14,10 +14,12 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+import torch
 from torch import nn
 from transformers import Trainer, TrainerCallback
 
 from ._wrap import pop_head_options, wrap_model
+from .adapters.base import logits_of
 from .head import MultiMixHead
 
 
@@ -79,13 +81,19 @@ class MultiMixTrainer(Trainer):
             self._signature_columns = list(dict.fromkeys(columns + ["label", "label_ids", "labels"]))
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # noqa: D102
-        outputs = model(**inputs)
-        if outputs.loss is None:
+        if "labels" not in inputs:
             raise ValueError(
                 f"MultiMixTrainer needs 'labels' in each batch; got keys {sorted(inputs)}. Name the label "
                 "column 'label' or 'labels'."
             )
-        return (outputs.loss, outputs) if return_outputs else outputs.loss
+        outputs = model(**inputs)
+        loss = getattr(outputs, "loss", None)
+        if loss is None:
+            # Eval mode returns exactly the model's output; a timm model's is the logits tensor.
+            logits = logits_of(outputs)
+            loss = torch.nn.functional.cross_entropy(logits.float(), inputs["labels"])
+            outputs = {"loss": loss, "logits": logits}
+        return (loss, outputs) if return_outputs else loss
 
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
         output_dir = output_dir if output_dir is not None else self.args.output_dir

@@ -23,6 +23,7 @@ from accelerate.utils import set_seed
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from .adapters.base import logits_of
 from .head import MultiMixHead
 
 MIXED_PRECISION = ("no", "fp16", "bf16")
@@ -111,7 +112,7 @@ def evaluate(head: torch.nn.Module, loader: Iterable, accelerator: Accelerator, 
     preds, labels, losses = [], [], []
     for batch in tqdm(loader, desc="eval", leave=False, disable=not (progress and accelerator.is_main_process)):
         inputs, y = _split(batch)
-        logits = head(**inputs).logits
+        logits = logits_of(head(**inputs))
         loss = torch.nn.functional.cross_entropy(logits.float(), y, reduction="none")
         p, y, loss = accelerator.gather_for_metrics((logits.argmax(-1), y, loss))
         preds.append(p)

@@ -106,15 +106,24 @@ class BackboneAdapter(ABC):
 
     main_input_name: ClassVar[str] = "pixel_values"
 
-    def logits(self, inputs: Mapping[str, Any]) -> Tensor:
-        """The wrapped model's own logits: exactly what calling the model returns.
+    def forward_model(self, inputs: Mapping[str, Any], module: nn.Module | None = None) -> Any:
+        """Exactly what calling the model returns (a tensor, a `ModelOutput`, a tuple).
 
         The main input goes positionally (timm and plain torch models take `model(x)`,
         Hugging Face models take it as their first argument), the rest as keywords.
+
+        Args:
+            inputs: the model's keyword inputs, without labels.
+            module: the module to call with them, by default `self.model`; `MultiMixHead` passes the
+                model as the user gave it (compiled or PEFT-wrapped) when the adapter sees its inside.
         """
+        module = self.model if module is None else module
         rest = dict(inputs)
-        out = self.model(rest.pop(self.main_input_name), **rest) if self.main_input_name in rest else self.model(**rest)
-        return out if isinstance(out, Tensor) else out.logits
+        return module(rest.pop(self.main_input_name), **rest) if self.main_input_name in rest else module(**rest)
+
+    def logits(self, inputs: Mapping[str, Any]) -> Tensor:
+        """The wrapped model's own logits `[m, c]`, read from `forward_model`'s output."""
+        return logits_of(self.forward_model(inputs))
 
     def batch_size(self, inputs: Mapping[str, Any]) -> int:
         """Examples in the batch, read from the main input."""
@@ -124,6 +133,18 @@ class BackboneAdapter(ABC):
                 f"{type(self).__name__} expects a tensor '{self.main_input_name}' (got keys {sorted(inputs)})."
             )
         return x.shape[0]
+
+
+def logits_of(output: Any) -> Tensor:
+    """The logits in a model's output: the tensor itself, `output.logits`, or a tuple's first entry."""
+    if isinstance(output, Tensor):
+        return output
+    if isinstance(output, tuple):  # Hugging Face models under return_dict=False
+        return output[0]
+    logits = getattr(output, "logits", None)
+    if not isinstance(logits, Tensor):
+        raise TypeError(f"cannot find the logits in a {type(output).__name__}; expected a tensor or an output with .logits.")
+    return logits
 
 
 def tokens_from_map(feature_map: Tensor) -> Tensor:

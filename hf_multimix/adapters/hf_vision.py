@@ -100,11 +100,10 @@ class HFClassifierAdapter(BackboneAdapter):
         kwargs["return_dict"] = True
         return kwargs
 
-    def logits(self, inputs: Mapping[str, Any]) -> Tensor:
-        """The wrapped model's own logits, `model(**inputs).logits`, `[m, c]`."""
+    def forward_model(self, inputs: Mapping[str, Any], module: nn.Module | None = None) -> Any:
+        """Exactly `model(**inputs)`, labels refused (the model would compute its own loss)."""
         self._model_inputs(inputs)  # refuses labels
-        out = self.model(**inputs)
-        return out[0] if isinstance(out, tuple) else out.logits  # a tuple under return_dict=False
+        return (self.model if module is None else module)(**inputs)
 
 
 class HFImageAdapter(HFClassifierAdapter):
