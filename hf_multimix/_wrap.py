@@ -47,11 +47,14 @@ def wrap_model(
         unknown = sorted(set(multimix_args) - set(HEAD_OPTIONS))
         if unknown:
             raise TypeError(
-                f"{caller}(multimix_args=...) has unknown MultiMix options {unknown}; the options are {list(HEAD_OPTIONS)}."
+                f"{caller}(multimix_args=...) has unknown MultiMix options {unknown}; "
+                f"the options are {list(HEAD_OPTIONS)}."
             )
         twice = sorted(set(multimix_args) & set(options))
         if twice:
-            raise TypeError(f"{caller} got the MultiMix options {twice} both in multimix_args and as keywords; pass each once.")
+            raise TypeError(
+                f"{caller} got the MultiMix options {twice} both in multimix_args and as keywords; pass each once."
+            )
         merged.update(multimix_args)
     merged.update(options)
     if isinstance(model, MultiMixHead):

@@ -63,7 +63,7 @@ def _prefix_regex(pattern: str) -> str:
 
 
 def _prefix_matcher(matcher: Any) -> Any:
-    if callable(matcher) and not isinstance(matcher, Mapping):
+    if callable(matcher):
         return lambda name: matcher(name[len(_PREFIX):] if name.startswith(_PREFIX) else name)
     prefixed = {}
     for group, spec in matcher.items():
@@ -132,7 +132,9 @@ class MultiMixTask(ClassificationTask):
     ) -> None:
         unknown = sorted(set(multimix_options) - set(HEAD_OPTIONS))
         if unknown:
-            raise TypeError(f"MultiMixTask got unknown arguments {unknown}; the MultiMix options are {list(HEAD_OPTIONS)}.")
+            raise TypeError(
+                f"MultiMixTask got unknown arguments {unknown}; the MultiMix options are {list(HEAD_OPTIONS)}."
+            )
         if isinstance(model, MultiMixHead):
             raise TypeError(
                 "MultiMixTask wraps the model itself: pass the plain timm model and the MultiMix options, "
@@ -145,9 +147,10 @@ class MultiMixTask(ClassificationTask):
         if smoothing is None:
             name = getattr(self.criterion, "__name__", None) or type(self.criterion).__name__
             raise ValueError(
-                f"MultiMixTask trains with MultiMix's soft-target cross-entropy, so it cannot use the criterion "
-                f"{name}. Pass nn.CrossEntropyLoss, LabelSmoothingCrossEntropy or SoftTargetCrossEntropy (in "
-                "train.py: drop --bce-loss / --jsd-loss), or train with ClassificationTask."
+                f"MultiMixTask trains with MultiMix's soft-target cross-entropy (no class weights, no "
+                f"ignore_index), so it cannot use the criterion {name}. Pass nn.CrossEntropyLoss, "
+                "LabelSmoothingCrossEntropy or SoftTargetCrossEntropy (in train.py: drop --bce-loss / "
+                "--jsd-loss), or train with ClassificationTask."
             )
         if head.label_smoothing == 0:
             head.label_smoothing = smoothing

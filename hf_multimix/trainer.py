@@ -47,7 +47,8 @@ class MultiMixTrainer(Trainer):
         **kwargs: `Trainer` keyword arguments and MultiMix options (`n`, `alpha`, `dense`, ...).
 
     Example:
-        >>> trainer = MultiMixTrainer(model=model, args=TrainingArguments("out"), train_dataset=ds, n=500)  # doctest: +SKIP
+        >>> args = TrainingArguments("out")  # doctest: +SKIP
+        >>> trainer = MultiMixTrainer(model=model, args=args, train_dataset=ds, n=500)  # doctest: +SKIP
         >>> trainer.train()  # doctest: +SKIP
     """
 
