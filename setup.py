@@ -19,7 +19,7 @@ setup(
         "tqdm>=4.60",
     ],
     extras_require={
-        "test": ["pytest>=7", "hypothesis>=6", "pytest-xdist>=3", "efficientnet-lite-pytorch>=0.1"],
+        "test": ["pytest>=7", "hypothesis>=6", "pytest-xdist>=3", "efficientnet-lite-pytorch>=0.1", "peft>=0.13"],
         "data": [
             "scikit-learn>=1.2",
             "mlxtend>=0.23",

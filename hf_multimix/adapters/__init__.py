@@ -71,6 +71,7 @@ def _load_builtin() -> None:
         return
     _builtin_loaded = True
     from . import hf_text, hf_vision, timm  # noqa: F401
+    from . import hf_generic  # noqa: F401  (last: the fallback for every other Hugging Face classifier)
 
 
 def register_builtin(cls: type[BackboneAdapter]) -> type[BackboneAdapter]:

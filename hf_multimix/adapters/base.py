@@ -79,7 +79,7 @@ class BackboneAdapter(ABC):
     @property
     def affine(self) -> bool:
         """Whether `classify` is affine in `z` (the exact logit shortcut then holds)."""
-        return is_affine(self.classifier)
+        return classifier_is_affine(self.classifier)
 
     @property
     def num_classes(self) -> int:
@@ -133,6 +133,49 @@ class BackboneAdapter(ABC):
                 f"{type(self).__name__} expects a tensor '{self.main_input_name}' (got keys {sorted(inputs)})."
             )
         return x.shape[0]
+
+
+def is_affine_layer(module: nn.Module) -> bool:
+    """Whether `module` is one affine map on its last (channel) dimension: `nn.Linear`, a 1x1
+    convolution without padding, or PEFT's LoRA / `modules_to_save` wrapper around one (a LoRA
+    update `B A x` is linear too)."""
+    if isinstance(module, nn.Linear):
+        return True
+    if isinstance(module, (nn.Conv1d, nn.Conv2d)):
+        return all(k == 1 for k in module.kernel_size) and all(p == 0 for p in _padding(module))
+    base = getattr(module, "base_layer", None)  # PEFT LoRA (and other tuner) layers
+    if isinstance(base, nn.Module) and base is not module and hasattr(module, "lora_A"):
+        return is_affine_layer(base)
+    original = getattr(module, "original_module", None)  # PEFT ModulesToSaveWrapper
+    saved = getattr(module, "modules_to_save", None)
+    if isinstance(original, nn.Module) and isinstance(saved, nn.ModuleDict):
+        return is_affine_layer(original) and all(is_affine_layer(m) for m in saved.values())
+    return False
+
+
+def _padding(conv: nn.Module) -> tuple[int, ...]:
+    pad = conv.padding
+    return (0,) if pad == "valid" else (1,) if isinstance(pad, str) else tuple(pad)
+
+
+def _out_features(module: nn.Module) -> int | None:
+    for attr in ("out_features", "out_channels"):
+        value = getattr(module, attr, None)
+        if isinstance(value, int):
+            return value
+    for attr in ("base_layer", "original_module"):
+        inner = getattr(module, attr, None)
+        if isinstance(inner, nn.Module) and inner is not module:
+            return _out_features(inner)
+    return None
+
+
+def classifier_is_affine(module: nn.Module) -> bool:
+    """`losses.is_affine`, also knowing the affine layers of model access (1x1 convolutions, PEFT
+    wrappers) inside a `Sequential`."""
+    if is_affine(module) or is_affine_layer(module):
+        return True
+    return isinstance(module, nn.Sequential) and all(classifier_is_affine(child) for child in module)
 
 
 def logits_of(output: Any) -> Tensor:

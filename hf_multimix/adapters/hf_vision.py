@@ -82,7 +82,11 @@ class HFClassifierAdapter(BackboneAdapter):
 
     @classmethod
     def matches(cls, model: nn.Module) -> bool:
-        return getattr(getattr(model, "config", None), "model_type", None) in cls.model_types
+        """The family's classifier, or its base model (which then gets an error naming the class to
+        use); any other classifier of the family's config is left to the generic adapter."""
+        if getattr(getattr(model, "config", None), "model_type", None) not in cls.model_types:
+            return False
+        return _has_class(model, cls.head_class) or not type(model).__name__.endswith("Classification")
 
     @property
     def num_classes(self) -> int:
