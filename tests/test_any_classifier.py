@@ -219,10 +219,13 @@ def test_multi_label_and_regression_models_are_refused(name: str, problem: str, 
         MultiMixHead(model)
 
 
-def test_unsupported_input_key_is_named() -> None:
-    head = MultiMixHead(build(BY_NAME["electra"]), n=10)
-    with pytest.raises(TypeError, match=r"takes no input named \['pixel_values'\].*input_ids"):
-        head(input_ids=torch.randint(3, 50, (2, 5)), pixel_values=torch.randn(2, 3, 8, 8), labels=LABELS[:2])
+@pytest.mark.parametrize("name", ["electra", "bert"])
+def test_unsupported_input_key_is_named(name: str) -> None:
+    head = MultiMixHead(build(BY_NAME[name]), n=10)
+    for mode in (head.train, head.eval):
+        mode()
+        with pytest.raises(TypeError, match=r"takes no input named \['pixel_values'\].*input_ids"):
+            head(input_ids=torch.randint(3, 50, (2, 5)), pixel_values=torch.randn(2, 3, 8, 8), labels=LABELS[:2])
 
 
 def test_base_model_and_token_classifier_are_refused_with_the_class_to_use() -> None:
@@ -267,3 +270,21 @@ def test_support_matrix_page_is_up_to_date() -> None:
     assert support_matrix.PAGE.read_text(encoding="utf-8") == support_matrix.render(), (
         "docs/support.md is stale: run python tests/support_matrix.py"
     )
+
+
+@pytest.mark.parametrize("name", ["electra", "albert", "dinov2", "convnextv2", "wav2vec2"])
+def test_dense_positions_batched_or_one_by_one_are_the_same(name: str, monkeypatch) -> None:
+    from hf_multimix.adapters import hf_generic
+
+    fam = BY_NAME[name]
+    model = build(fam)
+    inputs = make_inputs(fam, 4)
+    tokens = []
+    for chunk_bytes in (1, 2**30):  # one position per call of the head, then all in one call
+        monkeypatch.setattr(hf_generic, "REPLAY_CHUNK_BYTES", chunk_bytes)
+        head = MultiMixHead(model, n=10, dense=True)
+        head.train()
+        model.eval()
+        tokens.append(head.adapter.features(inputs, tokens=True).tokens)
+    assert tokens[0].shape[1] > 1
+    torch.testing.assert_close(tokens[1], tokens[0], atol=1e-5, rtol=1e-5)

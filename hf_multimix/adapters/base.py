@@ -9,6 +9,7 @@ a function on `[..., d]` and says whether it is affine (then the exact logit sho
 
 from __future__ import annotations
 
+import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -176,6 +177,44 @@ def classifier_is_affine(module: nn.Module) -> bool:
     if is_affine(module) or is_affine_layer(module):
         return True
     return isinstance(module, nn.Sequential) and all(classifier_is_affine(child) for child in module)
+
+
+def check_single_label_config(model: nn.Module) -> int:
+    """The number of classes of a Hugging Face classifier, refusing regression and multi-label
+    heads (`config.problem_type`, `num_labels < 2`) with an error that says what to set."""
+    name, config = type(model).__name__, model.config
+    problem = getattr(config, "problem_type", None)
+    if problem in ("regression", "multi_label_classification"):
+        raise ValueError(
+            f"{name} has config.problem_type={problem!r}; MultiMix trains single-label classifiers with "
+            "soft-target cross-entropy. Set config.problem_type='single_label_classification'."
+        )
+    c = int(getattr(config, "num_labels", 0) or 0)
+    if c < 2:
+        raise ValueError(
+            f"{name} has config.num_labels={c}; MultiMix needs a classifier over at least 2 classes "
+            "(num_labels=1 is regression). Build the model with num_labels=c."
+        )
+    return c
+
+
+#: Keyword inputs every Hugging Face forward accepts besides its named parameters.
+_COMMON_HF_KWARGS = frozenset({"return_dict", "output_attentions", "output_hidden_states"})
+
+
+def check_input_names(model: nn.Module, inputs: Mapping[str, Any]) -> None:
+    """Raises a `TypeError` naming the inputs a Hugging Face model's forward does not take."""
+    signature = inspect.signature(type(model).forward)  # the class's interface, not a patched instance
+    params = {name for name, p in signature.parameters.items()
+              if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and name != "self"}
+    if not params:
+        return
+    unknown = sorted(k for k in inputs if k not in params and k not in _COMMON_HF_KWARGS and k != "labels")
+    if unknown:
+        raise TypeError(
+            f"{type(model).__name__} takes no input named {unknown}; its inputs are {sorted(params - {'labels'})}. "
+            "Rename the batch's keys (the tokenizer's or processor's output keys are the model's input names)."
+        )
 
 
 def logits_of(output: Any) -> Tensor:

@@ -22,7 +22,8 @@ model's logits, and that layer's input `z`. Both are found by looking, not by a 
     audio frames, feature-map cells; CLS, distillation and register tokens are not positions).
     A position is sent through the rest of the model exactly as the model treats a sequence
     in which every slot holds that position (timm's rule, docs/timm.md): the model's own forward
-    runs with the base model's output replaced, so whatever the head does (a pooler, a dense
+    runs with the base model's output replaced (many positions per call, batched), so whatever
+    the head does (a pooler, a dense
     layer and tanh, a mean over frames, a concatenation of CLS and patch mean) is what the
     position goes through. This is checked once, on the first dense batch: replaying the real
     hidden state must give back the real `z`; where it does not (a head reading hidden states
@@ -35,7 +36,6 @@ PEFT (`get_peft_model(..., task_type="SEQ_CLS")`) and `torch.compile` models are
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Mapping
 from contextlib import contextmanager
 from typing import Any, ClassVar, Iterator
@@ -44,10 +44,19 @@ import torch
 from torch import Tensor, nn
 
 from . import register_builtin
-from .base import BackboneAdapter, Features, _out_features, is_affine_layer, logits_of
+from .base import (
+    BackboneAdapter,
+    Features,
+    _out_features,
+    check_input_names,
+    check_single_label_config,
+    is_affine_layer,
+    logits_of,
+)
 
-#: Keyword inputs every Hugging Face forward accepts besides its named parameters.
-_COMMON_KWARGS = frozenset({"return_dict", "output_attentions", "output_hidden_states"})
+#: Bytes of replayed hidden states (and repeated inputs) the dense generic path sends through the
+#: model's head in one call.
+REPLAY_CHUNK_BYTES = 64 * 2**20
 #: Embedding parameters that prepend tokens that are not positions (CLS, distillation, registers).
 _PREFIX_PARAMS = ("cls_token", "distillation_token", "dist_token", "register_tokens")
 
@@ -120,19 +129,7 @@ class HFGenericAdapter(BackboneAdapter):
                 f"{name} labels every token; MultiMix trains one label per example. Use a "
                 "...ForSequenceClassification model."
             )
-        config = model.config
-        problem = getattr(config, "problem_type", None)
-        if problem in ("regression", "multi_label_classification"):
-            raise ValueError(
-                f"{name} has config.problem_type={problem!r}; MultiMix trains single-label classifiers with "
-                "soft-target cross-entropy. Set config.problem_type='single_label_classification'."
-            )
-        c = int(getattr(config, "num_labels", 0) or 0)
-        if c < 2:
-            raise ValueError(
-                f"{name} has config.num_labels={c}; MultiMix needs a classifier over at least 2 classes "
-                "(num_labels=1 is regression). Build the model with num_labels=c."
-            )
+        c = check_single_label_config(model)
         affine = [m for m in model.modules() if is_affine_layer(m)]
         self._candidates = [m for m in affine if _out_features(m) == c]
         if not self._candidates:
@@ -149,7 +146,6 @@ class HFGenericAdapter(BackboneAdapter):
                 "outputs. Pass MultiMixHead(model, adapter=MyAdapter(model)); see docs/custom_adapters.md."
             )
         self.main_input_name = getattr(model, "main_input_name", "input_ids")
-        self._params = set(inspect.signature(model.forward).parameters) - {"self", "kwargs", "args"}
         self._final: nn.Module | None = None
         self._per_token: bool = False  # the final layer runs on every token (decoder classifiers)
         self._pooler: str | None = None  # how a replayed hidden state gets its pooler_output
@@ -191,13 +187,7 @@ class HFGenericAdapter(BackboneAdapter):
 
     def normalize_inputs(self, args: tuple, kwargs: dict[str, Any]) -> dict[str, Any]:
         inputs = super().normalize_inputs(args, kwargs)
-        unknown = sorted(k for k in inputs if k not in self._params and k not in _COMMON_KWARGS and k != "labels")
-        if unknown:
-            raise TypeError(
-                f"{type(self.model).__name__} takes no input named {unknown}; its inputs are "
-                f"{sorted(self._params - {'labels'})}. Rename the batch's keys (the tokenizer's or processor's "
-                "output keys are the model's input names)."
-            )
+        check_input_names(self.model, inputs)
         return inputs
 
     def forward_model(self, inputs: Mapping[str, Any], module: nn.Module | None = None) -> Any:
@@ -332,14 +322,15 @@ class HFGenericAdapter(BackboneAdapter):
         if hidden.dim() == 4:  # [m, C, h, w] feature map: every cell is a position
             m, ch, h, w = hidden.shape
             cells = [(a, b) for a in range(h) for b in range(w)]
-            zs = [self._replay(inputs, base_out, hidden[:, :, a : a + 1, b : b + 1].expand_as(hidden)) for a, b in cells]
+            zs = self._replay_many(inputs, base_out, [hidden[:, :, a : a + 1, b : b + 1].expand_as(hidden)
+                                                      for a, b in cells])
             mask = None
         else:
             prefix = self._prefix_tokens()
             length = hidden.shape[1]
             mask = self._token_mask(inputs, length)
             positions = range(prefix, length)
-            zs = [self._replay(inputs, base_out, hidden[:, j : j + 1].expand_as(hidden)) for j in positions]
+            zs = self._replay_many(inputs, base_out, [hidden[:, j : j + 1].expand_as(hidden) for j in positions])
             if mask is not None:
                 mask = mask[:, prefix:]
         tokens = torch.stack(zs, dim=1)
@@ -353,6 +344,20 @@ class HFGenericAdapter(BackboneAdapter):
             if isinstance(p, Tensor) and p.dim() == 3:
                 count += p.shape[1]
         return count
+
+    def _replay_many(self, inputs: Mapping[str, Any], base_out: Any, hiddens: list[Tensor]) -> list[Tensor]:
+        """`_replay` of several hidden states, batched in chunks of about `REPLAY_CHUNK_BYTES` (the
+        inputs are repeated along the batch for each chunk): one call of the model's head per chunk."""
+        m = hiddens[0].shape[0]
+        per_position = hiddens[0].numel() * hiddens[0].element_size() + sum(
+            v.numel() * v.element_size() for v in inputs.values() if _batched(v, m))
+        k = max(1, min(len(hiddens), REPLAY_CHUNK_BYTES // max(1, per_position)))
+        out: list[Tensor] = []
+        for start in range(0, len(hiddens), k):
+            chunk = hiddens[start : start + k]
+            batch = inputs if len(chunk) == 1 else _repeat_batch(inputs, len(chunk), m)
+            out.extend(self._replay(batch, base_out, torch.cat(chunk) if len(chunk) > 1 else chunk[0]).split(m))
+        return out
 
     def _replay(self, inputs: Mapping[str, Any], base_out: Any, hidden: Tensor) -> Tensor:
         """The final layer's input when the base model returns `hidden` as its last hidden state."""
@@ -381,7 +386,7 @@ class HFGenericAdapter(BackboneAdapter):
             out = hidden[:, 0]
         else:  # "mean" over positions
             out = hidden.mean(dim=(-2, -1)) if hidden.dim() == 4 else hidden.mean(dim=1)
-        return out.reshape(ref.shape)
+        return out.reshape(hidden.shape[0], *ref.shape[1:])
 
     def _check_replay(self, inputs: Mapping[str, Any]) -> None:
         """Replaying the real hidden state must give back the real final-layer input (dropout off)."""
@@ -414,11 +419,23 @@ class HFGenericAdapter(BackboneAdapter):
                     except (RuntimeError, TypeError, ValueError):
                         pass
                     self._pooler = None
-            try:
+            try:  # one position at a time, and two batched as `_replay_many` batches them
                 again = self._replay(inputs, base_out, hidden)
-                self._replay_ok = again.shape == z.shape and torch.allclose(again, z, atol=1e-5, rtol=1e-4)
+                twice = self._replay(_repeat_batch(inputs, 2, z.shape[0]), base_out, torch.cat([hidden, hidden]))
+                self._replay_ok = again.shape == z.shape and twice.shape == (2 * z.shape[0], *z.shape[1:]) and (
+                    torch.allclose(again, z, atol=1e-5, rtol=1e-4) and torch.allclose(twice, z.repeat(2, 1), atol=1e-5,
+                                                                                      rtol=1e-4))
             except (RuntimeError, TypeError, ValueError, IndexError, AttributeError):
                 self._replay_ok = False
+
+
+def _batched(value: Any, m: int) -> bool:
+    return isinstance(value, Tensor) and value.dim() > 0 and value.shape[0] == m
+
+
+def _repeat_batch(inputs: Mapping[str, Any], k: int, m: int) -> dict[str, Any]:
+    """The inputs with every batched tensor repeated `k` times along the batch."""
+    return {key: v.repeat(k, *([1] * (v.dim() - 1))) if _batched(v, m) else v for key, v in inputs.items()}
 
 
 def _final_norm(base: nn.Module) -> nn.Module | None:
