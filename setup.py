@@ -11,7 +11,7 @@ setup(
     install_requires=[
         "torch>=2.1",
         "torchvision>=0.16",
-        "timm>=1.0",
+        "timm>=1.0.23",  # timm.task (MultiMixTask) came in 1.0.23
         "transformers>=4.40",
         "datasets>=2.18",
         "accelerate>=0.30",
