@@ -427,6 +427,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # Loading a pretrained body under a new head reports the fresh head's weights; expected here.
     transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
     try:
         if args.command == "predict":
             predict(args)

@@ -59,7 +59,7 @@ def read_inputs(paths: Sequence[str | Path], modality: str, image_size: int | No
                     img.load()
                     mode = "L" if img.mode in ("1", "L", "I", "I;16", "F") else "RGB"
                     size = (image_size, image_size) if image_size else None
-                    inputs.append(_to_uint8_array(img, mode, size, str(file)))
+                    inputs.append(np.array(_to_uint8_array(img, mode, size, str(file))))
                     names.append(str(file))
             except (UnidentifiedImageError, OSError, ValueError) as e:
                 if not path.is_dir():
@@ -73,16 +73,16 @@ def read_inputs(paths: Sequence[str | Path], modality: str, image_size: int | No
 @torch.no_grad()
 def predict_proba(classifier: Classifier, inputs: Sequence[Any], batch_size: int = 64) -> torch.Tensor:
     """float32 ``[N, C]`` class probabilities of ``inputs`` (uint8 images or texts)."""
+    from .head import MultiMixHead
+
     key = "image" if classifier.modality == "image" else "text"
-    model = classifier.model.eval()
+    model = MultiMixHead(classifier.model).eval()  # in eval mode exactly the model, called the same for every family
     device = next(model.parameters()).device
     out = []
     for start in range(0, len(inputs), batch_size):
         items = [{key: x, "label": 0} for x in inputs[start:start + batch_size]]
         batch = {k: v.to(device) for k, v in classifier.collate(items).items() if k != "labels"}
-        logits = model(**batch)
-        logits = logits if isinstance(logits, torch.Tensor) else logits.logits
-        out.append(logits.float().softmax(-1).cpu())
+        out.append(model(**batch).logits.float().softmax(-1).cpu())
     return torch.cat(out)
 
 

@@ -168,14 +168,16 @@ def _timm_from_file(name: str, num_classes: int, path: str) -> nn.Module:
     head = {f"{model.default_cfg.get('classifier', '')}.{p}" for p in ("weight", "bias")}
     # A head of another size (ImageNet's 1000 classes, or another data set's) is replaced by a fresh one.
     state = {k: v for k, v in state.items() if not (k in head and k in own and own[k].shape != v.shape)}
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [k for k in missing if k not in head]
-    if missing or unexpected:
+    missing = [k for k in own if k not in state and k not in head]
+    unexpected = [k for k in state if k not in own]
+    wrong = [k for k in state if k in own and own[k].shape != state[k].shape]
+    if missing or unexpected or wrong:
         raise ValueError(
-            f"--pretrained-file {path!r} does not fit timm model {name!r}: {len(missing)} missing weight(s) "
-            f"(e.g. {missing[:2]}), {len(unexpected)} unexpected (e.g. {unexpected[:2]}); give the weights of "
-            f"{name} or the model name they belong to"
+            f"--pretrained-file {path!r} does not fit timm model {name!r}: {len(missing)} missing weight(s), "
+            f"{len(unexpected)} unexpected, {len(wrong)} of another shape (e.g. {(missing + unexpected + wrong)[:2]}); "
+            f"give the weights of {name} or the model name they belong to"
         )
+    model.load_state_dict(state, strict=False)
     return model
 
 
@@ -227,6 +229,7 @@ def _hf_classifier(folder: str, modality: str, class_names: Sequence[str], image
             folder, ignore_mismatched_sizes=True, local_files_only=True, **labels)
     except (OSError, ValueError, KeyError) as e:
         raise ValueError(f"cannot load the Hugging Face model in {folder!r} ({str(e).splitlines()[0]})") from e
+    model.config.architectures = [type(model).__name__]  # a base model's folder becomes a classifier's
     if modality == "text":
         try:
             tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
@@ -293,6 +296,7 @@ def create_classifier(
             model, tokenizer = minilm_classifier(c)
             model.config.id2label = dict(enumerate(class_names))
             model.config.label2id = {n: i for i, n in enumerate(class_names)}
+            model.config.architectures = [type(model).__name__]  # what from_pretrained rebuilds
             tokenizer.model_max_length = max_length
             return Classifier(model, TextCollator(tokenizer, max_length=max_length), "text", tuple(class_names), name,
                               (tokenizer,))

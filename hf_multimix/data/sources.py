@@ -103,8 +103,10 @@ def evaluation_split(dataset: str | Path, class_names: Sequence[str], image_size
     (``val/``, a ``split`` column, a Hugging Face validation split), else all of it, labelled
     by ``class_names``. Returns the split and the loading notes."""
     data = load_source(dataset, image_size)
-    part = data.eval if data.eval is not None else data.train
-    return relabel(part, data.class_names, class_names, repr(str(dataset))), data.notes
+    part, which = (data.eval, "its evaluation split") if data.eval is not None else (data.train, "all of it")
+    notes = [n for n in data.notes if n.startswith(("skipped", "ignored"))]  # not the notes about training
+    notes.append(f"evaluating on {str(dataset)!r}: {which}, {len(part)} example(s)")
+    return relabel(part, data.class_names, class_names, repr(str(dataset))), tuple(notes)
 
 
 def _cap_per_class(part: Split, num_classes: int, per_class: int, seed: int) -> Split:
