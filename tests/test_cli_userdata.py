@@ -303,3 +303,57 @@ def test_subprocess_error_is_one_line(tmp_path):
                            "--output-dir", str(tmp_path / "out")], capture_output=True, text=True)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines() == [proc.stderr.strip()] and "no class subfolders" in proc.stderr
+
+
+# ----------------------------------------------------------------------------- the documented commands
+
+
+def _documented_commands():
+    import re
+    from pathlib import Path
+
+    page = (Path(__file__).resolve().parent.parent / "docs" / "training.md").read_text()
+    section = page.split("## Your own data", 1)[1].split("\n## ", 1)[0]
+    block = re.search(r"```bash\n(.*?)```", section, re.S).group(1)
+    return [line.split("#")[0].split() for line in block.strip().splitlines()]
+
+
+def test_your_own_data_commands_run_as_documented(tmp_path, monkeypatch, capsys):
+    """Every command of the docs' "Your own data" block, on data made here; training gets a small
+    budget appended (a tiny timm model or a tiny BERT folder, one epoch)."""
+    from datasets import Dataset, DatasetDict
+
+    monkeypatch.chdir(tmp_path)
+    ud.image_folder(tmp_path / "photos", {"cat": 6, "dog": 6})
+    ud.image_folder(tmp_path / "photos_test", {"cat": 2, "dog": 3}, seed=3)
+    ud.image_folder(tmp_path / "new_photos", {"x": 2}, seed=4)
+    ud.image(1).save(tmp_path / "more.png")
+    ud.text_csv(tmp_path / "reviews.csv", {"sport": 6, "tech": 6})
+    ud.text_csv(tmp_path / "held_out.csv", {"sport": 2, "tech": 1}, seed=1)
+    ud.text_csv(tmp_path / "queries.csv", {"tech": 2}, seed=2)
+    DatasetDict({"train": Dataset.from_dict({"text": [f"t {i}" for i in range(8)], "label": [i % 2 for i in range(8)]}),
+                 "validation": Dataset.from_dict({"text": ["a", "b"], "label": [0, 1]})}).save_to_disk("saved_dataset")
+    bert = ud.tiny_bert_folder(tmp_path / "bert", num_labels=2)
+    text_budget = ["--model", str(bert), "--epochs", "1", "--max-length", "16", "--batch-size", "8", "--no-progress"]
+    commands = _documented_commands()
+    assert [c[1] for c in commands].count("train") == 4 and {"predict", "evaluate"} <= {c[1] for c in commands}
+    for command in commands:
+        assert command[0] == "hf-multimix"
+        argv = command[1:]
+        if argv[0] == "train":
+            argv += FAST if "photos" in argv else text_budget
+        assert main(argv) == 0, argv
+    assert json.loads((tmp_path / "runs" / "hf" / "metrics.json").read_text())["eval_examples"] == 2
+    assert json.loads((tmp_path / "runs" / "reviews_held_out" / "metrics.json").read_text())["eval_examples"] == 3
+    assert (tmp_path / "predictions.csv").read_text().startswith("input,label,probability,sport,tech")
+    assert (tmp_path / "runs" / "photos" / "confusion_matrix.png").exists()
+
+
+def test_readme_points_to_the_documented_commands():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    documented = {" ".join(c) for c in _documented_commands()}
+    shown = [line.split("#")[0].strip() for line in readme.splitlines() if line.startswith("hf-multimix ")]
+    own = [s for s in shown if any(w in s for w in ("photos", "reviews", "predict", "evaluate"))]
+    assert own and all(s in documented for s in own), own
