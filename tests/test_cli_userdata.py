@@ -276,6 +276,10 @@ def _bad_inputs(tmp_path):
         (["train", "--dataset", "digits", "--model", "minilm", "--pretrained-file", "w.pt", *out],
          "apply to timm model names"),
         (["train", "--dataset", "digits", "--model", "no_such_net", *out], "unknown model 'no_such_net'"),
+        (["train", "--dataset", "digits", "--model", "resnet10t", "--pretrained", *out],  # offline in the tests
+         "pass --pretrained-file FILE"),
+        (["train", "--dataset", "digits", "--model", "resnet10t", "--pretrained-file", "missing.pt", *out],
+         "--pretrained-file 'missing.pt' does not exist"),
         (["predict", "--checkpoint", str(tmp_path / "notckpt"), "x.png"], "is not a checkpoint"),
         (["predict", "--checkpoint", str(tmp_path / "nowhere"), "x.png"], "does not exist"),
         (["evaluate", "--checkpoint", str(tmp_path / "junkckpt"), "--dataset", "digits"], "is not valid JSON"),
