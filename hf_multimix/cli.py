@@ -376,7 +376,9 @@ def predict(args: argparse.Namespace) -> list[dict[str, Any]]:
 
     clf = load_classifier(args.checkpoint)
     size = clf.collate.size[0] if clf.modality == "image" else None
-    names, inputs = read_inputs(args.inputs, clf.modality, size)
+    names, inputs, skipped = read_inputs(args.inputs, clf.modality, size)
+    if skipped:
+        print(f"hf-multimix: skipped {len(skipped)} unreadable image file(s) (e.g. {skipped[0]})", file=sys.stderr)
     probs = predict_proba(clf, inputs, args.batch_size)
     top_p, top = probs.max(-1)
     rows = [{"input": n, "label": clf.class_names[int(i)], "probability": float(p)}

@@ -17,11 +17,13 @@ from .models import Classifier
 __all__ = ["read_inputs", "predict_proba", "EvaluationReport", "evaluate_classifier", "plot_confusion_matrix"]
 
 
-def read_inputs(paths: Sequence[str | Path], modality: str, image_size: int | None = None) -> tuple[list[str], list]:
-    """(names, inputs) of what to classify: image files or folders of them (recursively) for an
-    image model; CSV files with a ``text`` column for a text model.
+def read_inputs(paths: Sequence[str | Path], modality: str, image_size: int | None = None,
+                ) -> tuple[list[str], list, list[str]]:
+    """(names, inputs, skipped) of what to classify: image files or folders of them (recursively)
+    for an image model; CSV files with a ``text`` column for a text model.
 
-    Unreadable or non-image files in a folder are skipped; one named directly is an error.
+    Unreadable images in a folder are skipped (listed in ``skipped``); an unreadable file named
+    directly is an error.
 
     Raises:
         FileNotFoundError: a path that does not exist.
@@ -34,6 +36,7 @@ def read_inputs(paths: Sequence[str | Path], modality: str, image_size: int | No
 
     names: list[str] = []
     inputs: list[Any] = []
+    skipped: list[str] = []
     for given in paths:
         path = Path(given).expanduser()
         if not path.exists():
@@ -64,10 +67,11 @@ def read_inputs(paths: Sequence[str | Path], modality: str, image_size: int | No
             except (UnidentifiedImageError, OSError, ValueError) as e:
                 if not path.is_dir():
                     raise ValueError(f"cannot read image {str(file)!r} ({e}); give image files or folders") from e
+                skipped.append(f"{file}: {e}")
     if not inputs:
         what = "texts" if modality == "text" else "readable images"
         raise ValueError(f"no {what} found in {[str(p) for p in paths]}")
-    return names, inputs
+    return names, inputs, skipped
 
 
 @torch.no_grad()

@@ -306,6 +306,8 @@ def create_classifier(
         return Classifier(model, ImageCollator(image_size, MEAN, STD), "image", tuple(class_names), name,
                           (TimmConfig(model, class_names, image_size, MEAN, STD),))
     if os.path.isdir(name):
+        if not os.path.isfile(os.path.join(name, "config.json")) and find_checkpoint(name) != Path(name):
+            name = str(find_checkpoint(name))  # a run's output folder: continue from its best checkpoint
         kind, model_modality = folder_kind(name)
         _check_modality(model_modality, modality, name)
         if kind == "hf":

@@ -32,6 +32,7 @@ def _one_line_error(capsys, argv):
 def test_image_folder_with_no_options_then_predict_and_evaluate(tmp_path, capsys):
     total = ud.image_folder(tmp_path / "faces", {"face": 10, "not_face": 10})
     (tmp_path / "faces" / "face" / "README.txt").write_text("not an image")  # ignored, counted in the log
+    (tmp_path / "faces" / "not_face" / "cut.jpg").write_bytes(b"\xff\xd8 truncated")  # skipped, counted
     out = tmp_path / "run"
     assert main(["train", "--dataset", str(tmp_path / "faces"), "--output-dir", str(out)]) == 0
     m = _metrics(out)
@@ -44,12 +45,14 @@ def test_image_folder_with_no_options_then_predict_and_evaluate(tmp_path, capsys
     assert yaml.safe_load((out / "args.yaml").read_text())["dataset"] == str(tmp_path / "faces")
     config = json.loads((out / "checkpoint-best" / "config.json").read_text())
     assert config["label_names"] == ["face", "not_face"] and config["pretrained_cfg"]["input_size"] == [3, 64, 64]
-    assert "ignored 1 entr(ies)" in capsys.readouterr().out
+    log = capsys.readouterr().out
+    assert "ignored 1 entr(ies)" in log and "skipped 1 unreadable image file(s)" in log and "cut.jpg" in log
 
-    assert main(["predict", "--checkpoint", str(out), str(tmp_path / "faces" / "face"),
+    assert main(["predict", "--checkpoint", str(out), str(tmp_path / "faces"),
                  str(tmp_path / "faces" / "not_face" / "0.png")]) == 0
-    lines = capsys.readouterr().out.strip().splitlines()
-    assert len(lines) == 11
+    captured = capsys.readouterr()
+    lines = captured.out.strip().splitlines()
+    assert len(lines) == 21 and "skipped 1 unreadable image file(s)" in captured.err
     name, label, prob = lines[-1].split("\t")
     assert name.endswith("0.png") and label in ("face", "not_face") and 0.5 <= float(prob) <= 1
 
@@ -133,8 +136,8 @@ def test_train_per_class_keeps_the_benchmark_split():
     idx = np.sort(rng.choice(len(ref.eval), 40, replace=False))
     assert np.array_equal(got.train.inputs, ref.train.inputs) and np.array_equal(got.train.labels, ref.train.labels)
     assert np.array_equal(got.eval.inputs, ref.eval.inputs[idx])
-    demo = load_splits("mnist")  # the demo size when no split option is given
-    assert (len(demo.train), len(demo.eval)) == (1000, 1000)
+    demo = load_splits("digits")  # the demo size when no split option is given: 100 per class, the rest evaluated
+    assert (len(demo.train), len(demo.eval)) == (1000, 797)
     whole = load_splits("digits", val_split=0.1)
     assert len(whole.train) + len(whole.eval) == 1797
 
@@ -189,6 +192,12 @@ def test_timm_name_with_pretrained_file(tmp_path):
     assert main(["train", "--dataset", str(tmp_path / "d"), *FAST, "--pretrained-file", str(tmp_path / "w.pth"),
                  "--method", "erm", "--output-dir", str(out)]) == 0
     assert _metrics(out)["args"]["pretrained_file"] == str(tmp_path / "w.pth")
+    # a run's output folder is a model too: its best checkpoint, with a new head for other classes
+    from hf_multimix.models import load_classifier
+
+    again = create_classifier(str(out), "image", ["x", "y", "z"], image_size=16)
+    assert again.model.fc.out_features == 3 and again.name.endswith("checkpoint-best")
+    assert torch.equal(again.model.conv1[0].weight, load_classifier(out).model.conv1[0].weight)
 
 
 def test_local_hugging_face_folders(tmp_path, capsys):
