@@ -14,7 +14,6 @@ on Hugging Face datasets (`hf:<name>` online, or a folder written by `save_to_di
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import sys
@@ -22,8 +21,6 @@ import time
 from dataclasses import dataclass
 from collections.abc import Callable
 from typing import Any
-
-from .models import DEFAULT_MODELS
 
 METHODS = ("erm", "mixup", "cutmix", "manifold-mixup", "multimix", "dense-multimix")
 

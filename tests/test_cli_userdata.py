@@ -148,8 +148,10 @@ def test_hf_dataset_saved_to_disk_uses_its_own_splits(tmp_path):
     from hf_multimix.data import load_splits
 
     feats = Features({"text": Value("string"), "label": ClassLabel(names=["neg", "pos"])})
-    make = lambda n: Dataset.from_dict({"text": [f"t{i}" for i in range(n)], "label": [i % 2 for i in range(n)]},  # noqa: E731
-                                       features=feats)
+    def make(n):
+        return Dataset.from_dict({"text": [f"t{i}" for i in range(n)], "label": [i % 2 for i in range(n)]},
+                                 features=feats)
+
     DatasetDict({"train": make(10), "validation": make(4), "test": make(6)}).save_to_disk(str(tmp_path / "ds"))
     data = load_splits(f"hf:{tmp_path / 'ds'}")
     assert (len(data.train), len(data.eval)) == (10, 4) and data.class_names == ("neg", "pos")
