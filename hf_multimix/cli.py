@@ -162,12 +162,14 @@ def _config_argv(argv: list[str], parser: argparse.ArgumentParser) -> list[str]:
         parser.error(f"--config {path!r} is not valid YAML ({str(e).splitlines()[0]})")
     if not isinstance(options, dict):
         parser.error(f"--config {path!r} must hold 'option: value' lines, got {type(options).__name__}")
-    sub = parser._subparsers._group_actions[0].choices[argv[0]]  # type: ignore[union-attr]
-    actions = {a.dest: a for a in sub._actions}
+    commands = parser._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    actions = {a.dest: a for a in commands[argv[0]]._actions}
+    elsewhere = {a.dest for name in ("train", "compare") for a in commands[name]._actions}
     front: list[str] = []
     for key, value in options.items():
         dest = str(key).replace("-", "_")
-        if dest in ("command", "config"):
+        # `resume` is where an earlier run continued from, not an option to repeat; `method(s)` of the other command
+        if dest in ("command", "config", "resume") or (dest not in actions and dest in elsewhere):
             continue
         if dest not in actions or dest == "help":
             parser.error(f"--config {path!r}: unknown option {key!r}; see 'hf-multimix {argv[0]} --help'")
@@ -175,7 +177,8 @@ def _config_argv(argv: list[str], parser: argparse.ArgumentParser) -> list[str]:
         if isinstance(actions[dest], argparse._StoreTrueAction):
             front += [flag] if value else []
         elif value is not None:
-            front += [flag, ",".join(str(v) for v in value) if isinstance(value, (list, tuple)) else str(value)]
+            text = ",".join(str(v) for v in value) if isinstance(value, (list, tuple)) else str(value)
+            front.append(f"{flag}={text}")
     return [argv[0], *front, *argv[1:]]
 
 

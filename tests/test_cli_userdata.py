@@ -242,6 +242,8 @@ def test_config_file_reads_args_yaml_back_and_the_command_line_wins(tmp_path, ca
     again = parser.parse_args(_config_argv(argv, parser))
     assert again.alpha == (0.5, 2.0) and again.shared_lambda and again.dataset == "digits"
     assert again.epochs == 7 and again.output_dir == str(tmp_path / "a")
+    both = parser.parse_args(_config_argv(["compare", "--config", str(tmp_path / "a" / "args.yaml")], parser))
+    assert both.epochs == 3 and both.methods == ["erm", "mixup", "manifold-mixup", "multimix"]  # `method` is train's
     bad = tmp_path / "bad.yaml"
     bad.write_text("epochz: 3\n")
     with pytest.raises(SystemExit) as info:
