@@ -127,17 +127,34 @@ def _read_class_folders(
         notes.append(f"ignored {len(ignored)} entr(ies) in {str(root)!r} that are not images in a class folder "
                      f"(e.g. {str(ignored[0])!r})")
 
-    opened, kept, bad = [], [], []
+    bad: list[tuple[Path, Exception]] = []
+
+    def unreadable(p: Path, e: Exception) -> None:
+        if not skip_unreadable:
+            raise ValueError(f"cannot read image {str(p)!r} ({e}); remove or replace the file") from e
+        bad.append((p, e))
+
+    if mode is None:  # from the headers only: no image is held in memory at full size
+        modes = []
+        for p, _ in files:
+            try:
+                with Image.open(p) as img:
+                    modes.append(img.mode)
+            except (UnidentifiedImageError, OSError, ValueError) as e:
+                unreadable(p, e)
+        mode = "L" if all(m in _GRAY_MODES for m in modes) else "RGB"
+    failed = {p for p, _ in bad}
+    arrays, kept = [], []
     for p, label in files:
+        if p in failed:
+            continue
         try:
             with Image.open(p) as img:
                 img.load()
-                opened.append(img)
-                kept.append((p, label))
+                arrays.append(_to_uint8_array(img, mode, size, str(p)))  # resized at once
+            kept.append((p, label))
         except (UnidentifiedImageError, OSError, ValueError) as e:
-            if not skip_unreadable:
-                raise ValueError(f"cannot read image {str(p)!r} ({e}); remove or replace the file") from e
-            bad.append((p, e))
+            unreadable(p, e)
     if bad:
         p, e = bad[0]
         notes.append(f"skipped {len(bad)} unreadable image file(s) in {str(root)!r} (e.g. {str(p)!r}: {e})")
@@ -147,9 +164,6 @@ def _read_class_folders(
                 f"class folder(s) {emptied} in {str(root)!r} have no readable image ({len(bad)} file(s) could not "
                 f"be read, e.g. {str(p)!r}: {e}); replace the files or remove the folder(s)"
             )
-    if mode is None:
-        mode = "L" if all(img.mode in _GRAY_MODES for img in opened) else "RGB"
-    arrays = [_to_uint8_array(img, mode, size, str(p)) for img, (p, _) in zip(opened, kept)]
     images = _stack_images(arrays, [str(p) for p, _ in kept], repr(str(root)))
     labels = np.asarray([label for _, label in kept], dtype=np.int64)
     return images, labels, names, notes, mode
