@@ -316,6 +316,7 @@ def create_classifier(
 
         model = timm.create_model(f"local-dir:{os.path.abspath(name)}", pretrained=True, num_classes=c)
         mean, std = model.pretrained_cfg["mean"], model.pretrained_cfg["std"]
+        image_size = _timm_fixed_size(model.pretrained_cfg) or image_size
         return Classifier(model, ImageCollator(image_size, mean, std), "image", tuple(class_names), name,
                           (TimmConfig(model, class_names, image_size, mean, std),))
     if os.path.isfile(name):
@@ -330,6 +331,7 @@ def create_classifier(
         )
     _check_modality("image", modality, name)
     model = _timm_model(name, c, pretrained, pretrained_file)
+    image_size = _timm_fixed_size(model.pretrained_cfg) or image_size  # ViT takes the size it was built for
     mean, std = (0.5,) * 3, (0.5,) * 3
     if pretrained or pretrained_file:  # the statistics the weights were trained with
         mean, std = tuple(model.pretrained_cfg.get("mean", mean)), tuple(model.pretrained_cfg.get("std", std))
@@ -337,17 +339,36 @@ def create_classifier(
                       (TimmConfig(model, class_names, image_size, mean, std),))
 
 
+def _timm_fixed_size(pretrained_cfg: Any) -> int | None:
+    """The input size of a timm model that takes only one (ViT), else None."""
+    if not pretrained_cfg:
+        return None
+    get = pretrained_cfg.get if isinstance(pretrained_cfg, dict) else lambda k: getattr(pretrained_cfg, k, None)
+    return int(get("input_size")[-1]) if get("fixed_input_size") and get("input_size") else None
+
+
 def input_size(name: str | None, image_size: int) -> int:
-    """The image size a model named ``name`` takes: a Hugging Face folder's fixed ``image_size``
-    (ViT), else ``image_size``. Images are loaded at this size."""
-    if name and os.path.isdir(name):
-        config = _read_config(Path(name)) or {}
-        size = config.get("image_size") if "architecture" not in config else None
+    """The image size a model named ``name`` takes: the fixed size of models that take only one
+    (ViT, from timm or Hugging Face), else ``image_size``. Images are loaded at this size."""
+    if not name or name in _EMBEDDED:
+        return image_size
+    if os.path.isdir(name):
+        folder = Path(name)
+        if not (folder / "config.json").is_file() and (folder / "checkpoint-best" / "config.json").is_file():
+            folder = folder / "checkpoint-best"
+        config = _read_config(folder) or {}
+        if "architecture" in config:
+            return _timm_fixed_size(config.get("pretrained_cfg")) or image_size
+        size = config.get("image_size")
         if isinstance(size, int):
             return size
         if isinstance(size, (list, tuple)) and size:
             return int(size[0])
-    return image_size
+        return image_size
+    import timm
+    from timm.models import get_pretrained_cfg
+
+    return (_timm_fixed_size(get_pretrained_cfg(name)) if timm.is_model(name) else None) or image_size
 
 
 def find_checkpoint(path: str | Path) -> Path:

@@ -374,3 +374,18 @@ def test_readme_points_to_the_documented_commands():
     shown = [line.split("#")[0].strip() for line in readme.splitlines() if line.startswith("hf-multimix ")]
     own = [s for s in shown if any(w in s for w in ("photos", "reviews", "predict", "evaluate"))]
     assert own and all(s in documented for s in own), own
+
+
+def test_fixed_size_models_take_their_own_size(tmp_path):
+    from hf_multimix import MultiMixHead
+    from hf_multimix.models import create_classifier, input_size, load_classifier
+    from hf_multimix.training import _save_model
+
+    assert input_size("vit_tiny_patch16_224", 64) == 224 and input_size("resnet10t", 64) == 64
+    assert input_size(str(ud.tiny_vit_folder(tmp_path / "vit", image_size=16)), 64) == 16
+    clf = create_classifier("vit_tiny_patch16_224", "image", ["a", "b"], image_size=64)
+    assert clf.collate.size == (224, 224)
+    _save_model(str(tmp_path / "ckpt"), MultiMixHead(clf.model), clf.companions)
+    back = load_classifier(tmp_path / "ckpt")
+    assert back.collate.size == (224, 224) and back.class_names == ("a", "b")
+    assert input_size(str(tmp_path / "ckpt"), 64) == 224
