@@ -276,8 +276,14 @@ def _bad_inputs(tmp_path):
     (tmp_path / "junkckpt").mkdir()
     (tmp_path / "junkckpt" / "model.safetensors").write_bytes(b"x")
     (tmp_path / "junkckpt" / "config.json").write_text("{not json")
+    from transformers import Wav2Vec2Config
+
+    Wav2Vec2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                   intermediate_size=64).save_pretrained(tmp_path / "audio_model")
     out = ["--output-dir", str(tmp_path / "out")]
     return [
+        (["train", "--dataset", str(tmp_path / "tv2"), "--model", str(tmp_path / "audio_model"), *out],
+         "is an audio classifier; hf-multimix reads image and text data sets only"),
         (["train", "--dataset", str(tmp_path / "empty"), *out], "no class subfolders"),
         (["train", "--dataset", str(tmp_path / "one"), *out], "a classifier needs at least 2"),
         (["train", "--dataset", str(tmp_path / "broken"), *out], "have no readable image"),
