@@ -110,7 +110,8 @@ def _read_class_folders(
                 f"(classes: {list(names)}); rename or remove them"
             )
     notes: list[str] = []
-    ignored = [p for p in _images_in(root)[1] + _images_in(root)[0]]
+    loose_images, loose_others = _images_in(root)
+    ignored = loose_images + loose_others  # files next to the class folders
     files: list[tuple[Path, int]] = []
     for folder in class_dirs:
         members, others = _images_in(folder)
