@@ -76,7 +76,13 @@ def read_inputs(paths: Sequence[str | Path], modality: str, image_size: int | No
 
 @torch.no_grad()
 def predict_proba(classifier: Classifier, inputs: Sequence[Any], batch_size: int = 64) -> torch.Tensor:
-    """float32 ``[N, C]`` class probabilities of ``inputs`` (uint8 images or texts)."""
+    """float32 ``[N, C]`` class probabilities of ``inputs`` (uint8 images ``[H, W(, 3)]`` or texts).
+
+    Example:
+        >>> clf = load_classifier("runs/reviews")                        # doctest: +SKIP
+        >>> predict_proba(clf, ["great phone", "battery died"]).shape    # doctest: +SKIP
+        torch.Size([2, 3])
+    """
     from .head import MultiMixHead
 
     key = "image" if classifier.modality == "image" else "text"
@@ -109,7 +115,13 @@ class EvaluationReport:
 
 def evaluate_classifier(classifier: Classifier, inputs: Sequence[Any], labels: np.ndarray,
                         batch_size: int = 64) -> EvaluationReport:
-    """Evaluates ``classifier`` on ``inputs`` with class ids ``labels`` (in its ``class_names`` order)."""
+    """Evaluates ``classifier`` on ``inputs`` with class ids ``labels`` (in its ``class_names`` order).
+
+    Example:
+        >>> clf = load_classifier("runs/photos")                                      # doctest: +SKIP
+        >>> part, _ = evaluation_split("photos_test", clf.class_names, clf.collate.size[0])  # doctest: +SKIP
+        >>> evaluate_classifier(clf, part.inputs, part.labels).accuracy                # doctest: +SKIP
+    """
     probs = predict_proba(classifier, inputs, batch_size)
     y = torch.as_tensor(np.asarray(labels), dtype=torch.int64)
     pred = probs.argmax(-1)

@@ -402,6 +402,11 @@ def load_classifier(path: str | Path, image_size: int | None = None, max_length:
 
     Raises:
         FileNotFoundError, ValueError: not a checkpoint, saying what to pass.
+
+    Example:
+        >>> clf = load_classifier("runs/photos")                     # doctest: +SKIP
+        >>> clf.class_names, clf.collate.size                        # doctest: +SKIP
+        (('cat', 'dog'), (64, 64))
     """
     from .data import ImageCollator, TextCollator
 
