@@ -132,11 +132,14 @@ def train(
     eval_loader: Iterable | None,
     config: TrainingConfig,
     accelerator: Accelerator | None = None,
+    save_with_model: tuple[Any, ...] = (),
 ) -> list[dict[str, Any]]:
     """Trains `head` (and so its wrapped model) and returns one metrics dict per epoch.
 
     Batches are dicts of model inputs plus `labels` (class ids). Run it as is, or under
-    `accelerate launch` / `torchrun` for several processes.
+    `accelerate launch` / `torchrun` for several processes. `save_with_model` holds objects
+    with `save_pretrained(folder)` (a tokenizer, an image processor) written into every
+    checkpoint folder next to the weights, so that each folder loads on its own.
 
     Example:
         >>> history = train(MultiMixHead(model), train_loader, eval_loader,
@@ -230,9 +233,9 @@ def train(
                 f.write(json.dumps(record) + "\n")
             if config.save_checkpoints:
                 _save_checkpoint(os.path.join(config.output_dir, "checkpoint-last"), plain, optimizer, scheduler,
-                                 epoch + 1, best, config)
+                                 epoch + 1, best, config, save_with_model)
                 if record.get("eval_accuracy") == best:
-                    _save_model(os.path.join(config.output_dir, "checkpoint-best"), plain)
+                    _save_model(os.path.join(config.output_dir, "checkpoint-best"), plain, save_with_model)
         accelerator.wait_for_everyone()
     return history
 
@@ -257,18 +260,20 @@ def _input_mixer(config: TrainingConfig, num_classes: int):
     return apply
 
 
-def _save_model(path: str, head: MultiMixHead) -> None:
+def _save_model(path: str, head: MultiMixHead, save_with_model: tuple[Any, ...] = ()) -> None:
     os.makedirs(path, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in head.model.state_dict().items()}
     save_file(state, os.path.join(path, "model.safetensors"))
     config = getattr(head.model, "config", None)
     if config is not None and hasattr(config, "save_pretrained"):
         config.save_pretrained(path)
+    for companion in save_with_model:
+        companion.save_pretrained(path)
 
 
 def _save_checkpoint(path: str, head: MultiMixHead, optimizer, scheduler, epoch: int, best: float,
-                     config: TrainingConfig) -> None:
-    _save_model(path, head)
+                     config: TrainingConfig, save_with_model: tuple[Any, ...] = ()) -> None:
+    _save_model(path, head, save_with_model)
     torch.save(optimizer.state_dict(), os.path.join(path, "optimizer.pt"))
     torch.save(scheduler.state_dict(), os.path.join(path, "scheduler.pt"))
     with open(os.path.join(path, "trainer_state.json"), "w") as f:
