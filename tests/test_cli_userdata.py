@@ -227,6 +227,30 @@ def test_local_hugging_face_folders(tmp_path, capsys):
     assert "is a image model but the data holds texts" in err
 
 
+def test_local_folder_of_a_family_without_its_own_adapter(tmp_path, capsys):
+    """An ELECTRA classifier folder (the generic Hugging Face path) trains pooled and dense from the CLI,
+    and predict reads what it wrote."""
+    import transformers
+
+    bert = ud.tiny_bert_folder(tmp_path / "bert", num_labels=4)
+    config = transformers.ElectraConfig(vocab_size=transformers.BertConfig.from_pretrained(bert).vocab_size,
+                                        embedding_size=32, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                        intermediate_size=37, num_labels=4)
+    electra = tmp_path / "electra"
+    transformers.ElectraForSequenceClassification(config).save_pretrained(electra)
+    transformers.AutoTokenizer.from_pretrained(bert).save_pretrained(electra)
+    csv = tmp_path / "t.csv"
+    ud.text_csv(csv, {"sport": 6, "crude": 6, "tech": 6})
+    for method in ("multimix", "dense-multimix"):
+        out = tmp_path / method
+        assert main(["train", "--dataset", str(csv), "--model", str(electra), "--method", method, "--epochs", "1",
+                     "--no-progress", "--output-dir", str(out)]) == 0
+        assert _metrics(out)["num_classes"] == 3
+    capsys.readouterr()
+    assert main(["predict", "--checkpoint", str(tmp_path / "multimix"), str(csv)]) == 0
+    assert len(capsys.readouterr().out.strip().splitlines()) == 18
+
+
 # ----------------------------------------------------------------------------- args.yaml and --config
 
 
