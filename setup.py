@@ -11,7 +11,7 @@ setup(
     install_requires=[
         "torch>=2.1",
         "torchvision>=0.16",
-        "timm>=1.0",
+        "timm>=1.0.23",  # timm.task (MultiMixTask) came in 1.0.23
         "transformers>=4.40",
         "datasets>=2.18",
         "accelerate>=0.30",
@@ -19,7 +19,7 @@ setup(
         "tqdm>=4.60",
     ],
     extras_require={
-        "test": ["pytest>=7", "hypothesis>=6", "pytest-xdist>=3", "efficientnet-lite-pytorch>=0.1"],
+        "test": ["pytest>=7", "hypothesis>=6", "pytest-xdist>=3", "efficientnet-lite-pytorch>=0.1", "peft>=0.13"],
         "data": [
             "scikit-learn>=1.2",
             "mlxtend>=0.23",

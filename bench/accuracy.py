@@ -85,7 +85,7 @@ def run_dir(out: str, setting: str, variant: str, seed: int) -> str:
 def resolved_config(argv: list[str]) -> dict[str, Any]:
     """Everything that decides a run's result, with method-dependent defaults filled in."""
     config = vars(build_parser().parse_args(argv))
-    for key in ("output_dir", "no_progress", "resume", "func", "command"):
+    for key in ("output_dir", "no_progress", "resume", "func", "command", "config"):
         config.pop(key, None)
     config["alpha"] = method_alpha(config["method"], config["alpha"])
     return config
@@ -95,7 +95,9 @@ def run_config(metrics: dict[str, Any]) -> dict[str, Any]:
     """The resolved configuration a finished run used: as recorded, else from its argv and the
     attention it recorded (so a later change of a CLI default does not relabel old runs)."""
     if "config" in metrics:
-        return metrics["config"]
+        # Options added to the CLI after the run was recorded take their defaults (what the run used).
+        defaults = resolved_config(["train", "--output-dir", "unused"])
+        return {**{k: v for k, v in defaults.items() if k not in metrics["config"]}, **metrics["config"]}
     config = resolved_config(metrics["argv"])
     if metrics.get("attention") is not None:
         config["attention"] = metrics["attention"]

@@ -12,7 +12,8 @@ noise hits all alike. Peak memory is measured per case: on CUDA with
     python bench/speed.py --from-json a.json,b.json --plot docs/img/speed_scaling.png  # merge saved sweeps
 
 Dense resolution `r` follows from the model and the input size (ResNet/ConvNeXt: (size/32)^2,
-ViT-S/16: (size/16)^2, BERT: sequence length); `--r` picks the input size that gives it.
+ViT-S/16: (size/16)^2, BERT and ELECTRA: sequence length); `--r` picks the input size that gives it.
+`electra` (base size) has no hand-written adapter: it measures the generic Hugging Face path.
 """
 
 from __future__ import annotations
@@ -35,16 +36,21 @@ from loss_speed import PeakMemory  # bench/ is on the path when a bench script r
 
 TIMM = {"resnet18": 32, "resnet50": 32, "vit_small_patch16_224": 16, "convnext_tiny": 32}
 BERT = "bert"
+ELECTRA = "electra"  # no hand-written adapter: MultiMixHead's generic Hugging Face path
 
 
 def build(model_name: str, m: int, r: int | None, image_size: int, device: torch.device, num_classes: int = 1000):
     """Model and one batch. With `r`, the input size is chosen to give `r` positions."""
     torch.manual_seed(0)
-    if model_name == BERT:
-        from transformers import BertConfig, BertForSequenceClassification
+    if model_name in (BERT, ELECTRA):
+        import transformers
 
-        cfg = BertConfig(num_labels=num_classes)  # bert-base sized, random init
-        model = BertForSequenceClassification(cfg)
+        if model_name == BERT:
+            model = transformers.BertForSequenceClassification(transformers.BertConfig(num_labels=num_classes))
+        else:  # electra-base sized
+            cfg = transformers.ElectraConfig(embedding_size=768, hidden_size=768, num_hidden_layers=12,
+                                             num_attention_heads=12, intermediate_size=3072, num_labels=num_classes)
+            model = transformers.ElectraForSequenceClassification(cfg)
         length = r or 128
         inputs = {"input_ids": torch.randint(1000, 30000, (m, length)), "attention_mask": torch.ones(m, length, dtype=torch.long)}
     else:
@@ -115,7 +121,7 @@ def time_case(model_name, m, n, r, args, device) -> dict:
 
 
 def _positions(model_name: str, size: int) -> int:
-    return 128 if model_name == BERT else (size // TIMM[model_name]) ** 2
+    return 128 if model_name in (BERT, ELECTRA) else (size // TIMM[model_name]) ** 2
 
 
 def step_memory(model_name, m, n, r, method, args, device) -> float:

@@ -23,6 +23,7 @@ __all__ = [
     "Features",
     "MultiMixHead",
     "MultiMixOutput",
+    "MultiMixTask",
     "find_adapter",
     "register_adapter",
     "attention_cam",
@@ -40,3 +41,12 @@ __all__ = [
     "sample_pair_lambda",
     "soft_cross_entropy",
 ]
+
+
+def __getattr__(name: str):
+    # timm's task API is optional (timm >= 1.0.23): import it only when asked for.
+    if name == "MultiMixTask":
+        from .timm_task import MultiMixTask
+
+        return MultiMixTask
+    raise AttributeError(f"module 'hf_multimix' has no attribute {name!r}")

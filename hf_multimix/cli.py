@@ -1,17 +1,19 @@
-"""`hf-multimix`: fine-tune a classifier with MultiMix (or a baseline) and compare methods.
+"""`hf-multimix`: fine-tune a classifier with MultiMix (or a baseline), compare methods, use the result.
 
     hf-multimix train --output-dir runs/mnist                  # embedded MNIST, pretrained EfficientNet-Lite0
-    hf-multimix train --dataset tweets --method dense-multimix --output-dir runs/tweets
+    hf-multimix train --dataset photos/ --output-dir runs/photos   # your folder: train/ + val/, or one folder to split
+    hf-multimix train --dataset reviews.csv --output-dir runs/reviews   # columns text,label (optional split)
     hf-multimix compare --methods erm,mixup,multimix --output-dir runs/compare
+    hf-multimix predict --checkpoint runs/photos new_photos/
+    hf-multimix evaluate --checkpoint runs/photos --dataset test_photos/
 
-Everything runs offline on the embedded data and weights; a folder of images, a CSV with
-`text` and `label` columns, or `hf:<dataset>` (online) are accepted too.
+Everything runs offline on the embedded data and weights, on your image folders and CSVs, and
+on Hugging Face datasets (`hf:<name>` online, or a folder written by `save_to_disk`).
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import sys
@@ -21,7 +23,6 @@ from collections.abc import Callable
 from typing import Any
 
 METHODS = ("erm", "mixup", "cutmix", "manifold-mixup", "multimix", "dense-multimix")
-DEFAULT_MODELS = {"image": "efficientnet_lite0", "text": "minilm"}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -48,6 +49,7 @@ _positive_int = _number(int, lambda v: v >= 1, "a positive integer", "a positive
 _positive_float = _number(float, lambda v: v > 0, "a number", "> 0")
 _non_negative_float = _number(float, lambda v: v >= 0, "a number >= 0", ">= 0")
 _unit_float = _number(float, lambda v: 0 <= v <= 1, "a number in [0, 1]", "in [0, 1]")
+_open_unit_float = _number(float, lambda v: 0 < v < 1, "a number in (0, 1)", "in (0, 1), e.g. 0.1")
 
 
 def _alpha(text: str) -> float | tuple[float, float]:
@@ -73,10 +75,18 @@ def _methods(text: str) -> list[str]:
 
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None,
-                   help="efficientnet_lite0 | minilm (embedded, pretrained) | a timm model name (random init) | "
-                        "a local Hugging Face model folder. Default: the embedded model for the data's modality.")
+                   help="efficientnet_lite0 | minilm (embedded, pretrained) | a timm model name (random init; see "
+                        "--pretrained, --pretrained-file) | a local Hugging Face image or text classifier folder | "
+                        "a checkpoint folder of a run. Default: the embedded model for the data's modality.")
+    p.add_argument("--pretrained", action="store_true", help="timm model names: download pretrained weights")
+    p.add_argument("--pretrained-file", default=None,
+                   help="timm model names: pretrained weights from this .safetensors or .pth file")
     p.add_argument("--dataset", default="mnist",
-                   help="mnist | digits | tweets (embedded) | an image folder | a CSV with text,label | hf:<name>")
+                   help="mnist | digits | tweets (embedded) | an image folder (one subfolder per class, or train/ + "
+                        "val/) | a CSV with text,label (optional split) | hf:<name or save_to_disk folder>")
+    p.add_argument("--val-dataset", default=None, help="a second image folder or CSV to evaluate on")
+    p.add_argument("--val-split", type=_open_unit_float, default=None,
+                   help="fraction of each class held out when the data has no validation split (default 0.1)")
     p.add_argument("--n", type=_positive_int, default=1000, help="MultiMix: mixes per batch (default 1000)")
     p.add_argument("--alpha", type=_alpha, default=None,
                    help="Dirichlet alpha, a number or 'lo,hi' (default 0.2); Beta alpha for the mixup baselines (default 1.0)")
@@ -95,14 +105,18 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                    help="MultiMix: weight of the clean-batch cross-entropy added to the loss (default 0)")
     p.add_argument("--mixed-precision", default="no", choices=["no", "fp16", "bf16"])
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--train-per-class", type=_positive_int, default=100,
-                   help="training examples per class; the rest is held out for evaluation (default 100)")
-    p.add_argument("--max-eval", type=_positive_int, default=1000, help="cap on evaluation examples (default 1000)")
+    p.add_argument("--train-per-class", type=_positive_int, default=None,
+                   help="cap on training examples per class (low-data runs); alone, the rest of the data is "
+                        "evaluated on. Default: all (100 for the embedded demo data)")
+    p.add_argument("--max-eval", type=_positive_int, default=None,
+                   help="cap on evaluation examples (default: all; 1000 for the embedded demo data)")
     p.add_argument("--image-size", type=_positive_int, default=64, help="input resolution for images (default 64)")
     p.add_argument("--max-length", type=_positive_int, default=64, help="max tokens for text (default 64)")
     p.add_argument("--max-steps-per-epoch", type=_positive_int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.add_argument("--output-dir", required=True)
+    p.add_argument("--config", default=None, help="a YAML file of options (e.g. a run's args.yaml); "
+                                                  "options on the command line override it")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -116,7 +130,56 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--methods", type=_methods, default=["erm", "mixup", "manifold-mixup", "multimix"],
                    help="comma-separated (default erm,mixup,manifold-mixup,multimix)")
     _add_common(c)
+    p = sub.add_parser("predict", help="predicted labels and probabilities of a trained model")
+    p.add_argument("--checkpoint", required=True, help="the output folder of 'hf-multimix train' (or a checkpoint-*)")
+    p.add_argument("inputs", nargs="+", help="image files, folders of images, or CSV files with a 'text' column")
+    p.add_argument("--output", default=None, help="write a CSV (input, label, probability, one column per class)")
+    p.add_argument("--batch-size", type=_positive_int, default=64)
+    e = sub.add_parser("evaluate", help="accuracy, per-class accuracy, confusion matrix and ECE on labelled data")
+    e.add_argument("--checkpoint", required=True, help="the output folder of 'hf-multimix train' (or a checkpoint-*)")
+    e.add_argument("--dataset", required=True,
+                   help="an image folder, a CSV or hf:<name>; its validation split if it has one, else all of it")
+    e.add_argument("--output-dir", default=None,
+                   help="where evaluation.json and confusion_matrix.png go (default: the --checkpoint folder)")
+    e.add_argument("--batch-size", type=_positive_int, default=64)
     return parser
+
+
+def _config_argv(argv: list[str], parser: argparse.ArgumentParser) -> list[str]:
+    """``argv`` with the options of ``--config FILE.yaml`` put first, so that the command line overrides them."""
+    path = next((argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--config"), None)
+    path = path or next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
+    if path is None or not argv or argv[0] not in ("train", "compare"):
+        return argv
+    import yaml
+
+    try:
+        with open(path) as f:
+            options = yaml.safe_load(f) or {}
+    except OSError as e:
+        parser.error(f"--config {path!r}: {e.strerror or e}")
+    except yaml.YAMLError as e:
+        parser.error(f"--config {path!r} is not valid YAML ({str(e).splitlines()[0]})")
+    if not isinstance(options, dict):
+        parser.error(f"--config {path!r} must hold 'option: value' lines, got {type(options).__name__}")
+    commands = parser._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    actions = {a.dest: a for a in commands[argv[0]]._actions}
+    elsewhere = {a.dest for name in ("train", "compare") for a in commands[name]._actions}
+    front: list[str] = []
+    for key, value in options.items():
+        dest = str(key).replace("-", "_")
+        # `resume` is where an earlier run continued from, not an option to repeat; `method(s)` of the other command
+        if dest in ("command", "config", "resume") or (dest not in actions and dest in elsewhere):
+            continue
+        if dest not in actions or dest == "help":
+            parser.error(f"--config {path!r}: unknown option {key!r}; see 'hf-multimix {argv[0]} --help'")
+        flag = actions[dest].option_strings[-1]
+        if isinstance(actions[dest], argparse._StoreTrueAction):
+            front += [flag] if value else []
+        elif value is not None:
+            text = ",".join(str(v) for v in value) if isinstance(value, (list, tuple)) else str(value)
+            front.append(f"{flag}={text}")
+    return [argv[0], *front, *argv[1:]]
 
 
 @dataclass
@@ -127,76 +190,34 @@ class Prepared:
     modality: str
     num_classes: int
     model_name: str
+    class_names: tuple[str, ...] = ()
+    save_with_model: tuple[Any, ...] = ()
+    notes: tuple[str, ...] = ()
 
 
 def prepare(args: argparse.Namespace, method: str = "erm") -> Prepared:
     """Loads data and model and builds the loaders, all offline for the embedded choices."""
-    import numpy as np
     import torch
 
-    from .data import load_data, split, torch_dataset
+    from .data import load_splits, torch_dataset
+    from .models import create_classifier, input_size
 
-    data = load_data(args.dataset)
+    data = load_splits(args.dataset, val_dataset=args.val_dataset, val_split=args.val_split,
+                       train_per_class=args.train_per_class, max_eval=args.max_eval, seed=args.seed,
+                       image_size=input_size(args.model, args.image_size))
     if method in ("mixup", "cutmix") and data.modality != "image":
         raise ValueError(f"--method {method} mixes input images; {args.dataset!r} is text. Use manifold-mixup or multimix.")
-    if data.eval is None:
-        data = split(data, train_per_class=args.train_per_class, seed=args.seed)
-    if args.max_eval and len(data.eval) > args.max_eval:
-        rng = np.random.default_rng(args.seed)
-        data = dataclasses.replace(data, eval=data.eval.subset(np.sort(rng.choice(len(data.eval), args.max_eval, replace=False))))
-    name = args.model or DEFAULT_MODELS[data.modality]
-    model, collate = _model_and_collator(name, data, args)
+    clf = create_classifier(args.model, data.modality, data.class_names, pretrained=args.pretrained,
+                            pretrained_file=args.pretrained_file, image_size=args.image_size,
+                            max_length=args.max_length)
     g = torch.Generator().manual_seed(args.seed)
     train_loader = torch.utils.data.DataLoader(torch_dataset(data, "train"), batch_size=args.batch_size, shuffle=True,
-                                               drop_last=len(data.train) > args.batch_size, collate_fn=collate,
+                                               drop_last=len(data.train) > args.batch_size, collate_fn=clf.collate,
                                                generator=g)
     eval_loader = torch.utils.data.DataLoader(torch_dataset(data, "eval"), batch_size=max(64, args.batch_size),
-                                              collate_fn=collate)
-    return Prepared(model, train_loader, eval_loader, data.modality, data.num_classes, name)
-
-
-def _model_and_collator(name: str, data: Any, args: argparse.Namespace) -> tuple[Any, Any]:
-    from .data import ImageCollator, TextCollator
-
-    c = data.num_classes
-    if data.modality == "image":
-        if name == "minilm":
-            raise ValueError(f"--model minilm is a text model but {args.dataset!r} holds images; use an image model.")
-        if name == "efficientnet_lite0":
-            from .weights import EFFICIENTNET_LITE0_MEAN, EFFICIENTNET_LITE0_STD, efficientnet_lite0
-
-            model = efficientnet_lite0(num_classes=c)
-            return model, ImageCollator(args.image_size, EFFICIENTNET_LITE0_MEAN, EFFICIENTNET_LITE0_STD)
-        if os.path.isdir(name):
-            from transformers import AutoModelForImageClassification
-
-            model = AutoModelForImageClassification.from_pretrained(
-                name, num_labels=c, ignore_mismatched_sizes=True, local_files_only=True)
-            return model, ImageCollator(args.image_size, (0.5,) * 3, (0.5,) * 3)
-        import timm
-
-        if name not in timm.list_models():
-            raise ValueError(
-                f"unknown model {name!r}: use efficientnet_lite0, a timm model name (see timm.list_models()), "
-                "or a local Hugging Face model folder."
-            )
-        model = timm.create_model(name, pretrained=False, num_classes=c)
-        return model, ImageCollator(args.image_size, (0.5,) * 3, (0.5,) * 3)
-    if name == "efficientnet_lite0":
-        raise ValueError(f"--model efficientnet_lite0 is an image model but {args.dataset!r} holds text; use minilm.")
-    if name == "minilm":
-        from .weights import minilm_classifier
-
-        model, tokenizer = minilm_classifier(c)
-    elif os.path.isdir(name):
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-        model = AutoModelForSequenceClassification.from_pretrained(
-            name, num_labels=c, ignore_mismatched_sizes=True, local_files_only=True)
-        tokenizer = AutoTokenizer.from_pretrained(name, local_files_only=True)
-    else:
-        raise ValueError(f"unknown text model {name!r}: use minilm or a local Hugging Face model folder.")
-    return model, TextCollator(tokenizer, max_length=args.max_length)
+                                              collate_fn=clf.collate)
+    return Prepared(clf.model, train_loader, eval_loader, data.modality, data.num_classes, clf.name,
+                    data.class_names, clf.companions, data.notes)
 
 
 def method_alpha(method: str, alpha: float | tuple[float, float] | None) -> float | tuple[float, float]:
@@ -225,6 +246,10 @@ def run_method(method: str, args: argparse.Namespace, output_dir: str, resume: s
     from .training import TrainingConfig, train
 
     prepared = prepare(args, method)
+    for note in prepared.notes:
+        print(f"hf-multimix: {note}", flush=True)
+    os.makedirs(output_dir, exist_ok=True)
+    write_args_yaml(args, output_dir, method)
     head = head_for(method, prepared.model, args)
     lr = args.lr if args.lr is not None else (1e-3 if prepared.modality == "image" else 5e-5)
     alpha = method_alpha("mixup", args.alpha)  # Beta alpha of input mixup / CutMix (unused by other methods)
@@ -237,7 +262,7 @@ def run_method(method: str, args: argparse.Namespace, output_dir: str, resume: s
         resume_from=resume, progress=not args.no_progress, eval_before_training=resume is None,
     )
     t0 = time.perf_counter()
-    history = train(head, prepared.train_loader, prepared.eval_loader, config)
+    history = train(head, prepared.train_loader, prepared.eval_loader, config, save_with_model=prepared.save_with_model)
     elapsed = time.perf_counter() - t0
     initial = [h for h in history if h["epoch"] == 0]
     history = [h for h in history if h["epoch"] > 0]
@@ -261,12 +286,39 @@ def run_method(method: str, args: argparse.Namespace, output_dir: str, resume: s
         "clean_weight": args.clean_weight,
         "attention": args.attention if method == "dense-multimix" else None,
         "shared_lambda": args.shared_lambda if method == "dense-multimix" else None,
+        "class_names": list(prepared.class_names),
+        "data_notes": list(prepared.notes),
+        "args": {**resolved_args(args), "method": method, "lr": lr, "alpha": method_alpha(method, args.alpha)},
         "history": history,
     }
     with open(os.path.join(output_dir, "metrics.json"), "w") as f:
         json.dump(metrics, f, indent=2)
     _plot_curves({method: history}, os.path.join(output_dir, "training_curves.png"))
     return metrics
+
+
+def resolved_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The run's options as plain values (JSON and YAML), as `--config` reads them back."""
+    out = {}
+    for key, value in vars(args).items():
+        if key == "config":
+            continue
+        out[key] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+def write_args_yaml(args: argparse.Namespace, output_dir: str, method: str | None = None) -> None:
+    """`args.yaml` in the run folder, as timm's train.py writes it; `--config` reads it back.
+
+    With `method` (one run of `compare`), it is the `train` command of that run alone."""
+    import yaml
+
+    options = resolved_args(args)
+    if method is not None:
+        options.pop("methods", None)
+        options.update(command="train", method=method, output_dir=output_dir)
+    with open(os.path.join(output_dir, "args.yaml"), "w") as f:
+        yaml.safe_dump(options, f, sort_keys=False)
 
 
 def _plot_curves(histories: dict[str, list[dict[str, Any]]], path: str) -> None:
@@ -295,6 +347,8 @@ def _plot_curves(histories: dict[str, list[dict[str, Any]]], path: str) -> None:
 def compare(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Runs each method with the same data, model and seed; prints and saves a table and a plot."""
     rows = []
+    os.makedirs(args.output_dir, exist_ok=True)
+    write_args_yaml(args, args.output_dir)
     for method in args.methods:
         out = os.path.join(args.output_dir, method)
         os.makedirs(out, exist_ok=True)
@@ -313,27 +367,88 @@ def compare(args: argparse.Namespace) -> list[dict[str, Any]]:
     return rows
 
 
+def predict(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Prints (or writes as CSV) the predicted label and its probability for each input."""
+    import csv
+
+    from .inference import predict_proba, read_inputs
+    from .models import load_classifier
+
+    clf = load_classifier(args.checkpoint)
+    size = clf.collate.size[0] if clf.modality == "image" else None
+    names, inputs, skipped = read_inputs(args.inputs, clf.modality, size)
+    if skipped:
+        print(f"hf-multimix: skipped {len(skipped)} unreadable image file(s) (e.g. {skipped[0]})", file=sys.stderr)
+    probs = predict_proba(clf, inputs, args.batch_size)
+    top_p, top = probs.max(-1)
+    rows = [{"input": n, "label": clf.class_names[int(i)], "probability": float(p)}
+            for n, i, p in zip(names, top.tolist(), top_p.tolist())]
+    if args.output:
+        with open(args.output, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["input", "label", "probability", *clf.class_names])
+            for row, p in zip(rows, probs.tolist()):
+                writer.writerow([row["input"], row["label"], f"{row['probability']:.6f}", *(f"{v:.6f}" for v in p)])
+        print(f"{len(rows)} prediction(s) -> {args.output}")
+    else:
+        for row in rows:
+            print(f"{row['input']}\t{row['label']}\t{row['probability']:.4f}")
+    return rows
+
+
+def evaluate(args: argparse.Namespace) -> dict[str, Any]:
+    """Accuracy, per-class accuracy, ECE and a confusion-matrix plot of a checkpoint on a labelled data set."""
+    from .data.sources import evaluation_split
+    from .inference import evaluate_classifier, plot_confusion_matrix
+    from .models import find_checkpoint, load_classifier
+
+    clf = load_classifier(args.checkpoint)
+    size = clf.collate.size[0] if clf.modality == "image" else None
+    part, notes = evaluation_split(args.dataset, clf.class_names, size)
+    for note in notes:
+        print(f"hf-multimix: {note}", flush=True)
+    report = evaluate_classifier(clf, part.inputs, part.labels, args.batch_size)
+    out = args.output_dir or args.checkpoint
+    os.makedirs(out, exist_ok=True)
+    result = {"checkpoint": str(find_checkpoint(args.checkpoint)), "dataset": args.dataset, **report.as_dict()}
+    with open(os.path.join(out, "evaluation.json"), "w") as f:
+        json.dump(result, f, indent=2)
+    plot_confusion_matrix(report, os.path.join(out, "confusion_matrix.png"))
+    print(f"accuracy {report.accuracy:.4f} on {report.examples} examples, ECE {report.ece:.4f}")
+    for name, acc in report.per_class_accuracy.items():
+        print(f"  {name}: {'-' if acc is None else f'{acc:.4f}'}")
+    print(f"-> {os.path.join(out, 'evaluation.json')}, {os.path.join(out, 'confusion_matrix.png')}")
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(_config_argv(argv, parser))
     import transformers
 
     # Loading a pretrained body under a new head reports the fresh head's weights; expected here.
     transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
     try:
-        os.makedirs(args.output_dir, exist_ok=True)
-        if args.command == "train":
-            metrics = run_method(args.method, args, args.output_dir, resume=args.resume)
-            print(f"{metrics['method']}: eval_accuracy {metrics['eval_accuracy']:.4f}, best "
-                  f"{metrics['best_eval_accuracy']:.4f}, {metrics['train_time_s']:.1f}s -> {args.output_dir}")
+        if args.command == "predict":
+            predict(args)
+        elif args.command == "evaluate":
+            evaluate(args)
         else:
-            compare(args)
-    except (ValueError, OSError, ImportError) as e:  # OSError: unwritable or full output folder, missing files
+            if args.command == "train":
+                metrics = run_method(args.method, args, args.output_dir, resume=args.resume)
+                print(f"{metrics['method']}: eval_accuracy {metrics['eval_accuracy']:.4f}, best "
+                      f"{metrics['best_eval_accuracy']:.4f}, {metrics['train_time_s']:.1f}s -> {args.output_dir}")
+            else:
+                compare(args)
+    except (ValueError, OSError, ImportError, RuntimeError) as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         print(f"hf-multimix: error: {msg}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        last = os.path.join(args.output_dir, "checkpoint-last")
-        hint = f"; continue with --resume {last}" if os.path.isdir(last) else ""
+        last = os.path.join(getattr(args, "output_dir", None) or ".", "checkpoint-last")
+        hint = f"; continue with --resume {last}" if args.command == "train" and os.path.isdir(last) else ""
         print(f"hf-multimix: interrupted{hint}", file=sys.stderr)
         return 130
     return 0

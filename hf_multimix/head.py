@@ -17,8 +17,8 @@ from torch import Tensor, nn
 from transformers.utils import ModelOutput
 
 from ._checks import AlphaLike, check_alpha, check_positive_int, check_targets
-from .adapters import BackboneAdapter, find_adapter
-from .adapters.base import Features, head_dtype
+from .adapters import BackboneAdapter, find_adapter, unwrap_model
+from .adapters.base import Features, head_dtype, logits_of
 from .distributed import gather_batch, is_distributed
 from .functional import ATTENTION_KINDS, one_hot_targets, sample_pair_lambda
 from .losses import dense_multimix_loss, multimix_loss, soft_cross_entropy
@@ -114,7 +114,7 @@ class MultiMixHead(nn.Module):
         if not isinstance(model, nn.Module):
             raise TypeError(f"MultiMixHead wraps an nn.Module classifier, got {type(model).__name__}.")
         self.adapter = adapter if adapter is not None else find_adapter(model)
-        if self.adapter.model is not model:
+        if unwrap_model(self.adapter.model) is not unwrap_model(model):
             raise ValueError("adapter was built for another model: pass adapter=MyAdapter(model) with this model.")
         self.model = model
         check_positive_int(n, "n")
@@ -157,7 +157,7 @@ class MultiMixHead(nn.Module):
         self.mix_across_processes = mix_across_processes
         self._ema_forwards = 0
         if teacher == "ema" and distill_weight > 0:
-            self.teacher_model = copy.deepcopy(model).requires_grad_(False).eval()
+            self.teacher_model = copy.deepcopy(self.adapter.model).requires_grad_(False).eval()
             self._teacher_adapter = type(self.adapter)(self.teacher_model)
         else:
             self.teacher_model = None
@@ -195,21 +195,25 @@ class MultiMixHead(nn.Module):
         for t, w in zip(self.teacher_model.buffers(), self.model.buffers()):
             t.copy_(w)
 
-    def forward(self, *args: Any, labels: Tensor | None = None, **kwargs: Any) -> MultiMixOutput:
+    def forward(self, *args: Any, labels: Tensor | None = None, **kwargs: Any) -> Any:
         """timm style `head(x, labels=y)` or Hugging Face style `head(pixel_values=x, labels=y)`.
 
         Returns:
-            `MultiMixOutput` with the clean `logits` and, with labels, the `loss`: the MultiMix
-            loss in training, the plain cross-entropy of the logits in eval mode.
+            In training mode with labels, a `MultiMixOutput` with the MultiMix `loss` and the clean
+            batch's `logits`. Otherwise exactly what the wrapped model returns for the same call: a
+            tensor for timm and plain torch models, the model's own output class for Hugging Face
+            models. In eval mode with labels a Hugging Face output also carries the cross-entropy
+            as `loss` (computed here: the labels never reach the model); a tensor stays a tensor.
         """
         inputs = self.adapter.normalize_inputs(args, kwargs)
         if not self.training or labels is None:
-            logits = self.adapter.logits(inputs)
+            out = self.adapter.forward_model(inputs, module=self.model)
             if labels is None:
-                return MultiMixOutput(logits=logits)
+                return out
+            logits = logits_of(out)
             self._check_labels(labels, logits.shape[0])
             y = one_hot_targets(labels, self.num_classes, validate=False)
-            return MultiMixOutput(loss=soft_cross_entropy(logits, y).mean(), logits=logits)
+            return _with_loss(out, soft_cross_entropy(logits, y).mean())
         m = self.adapter.batch_size(inputs)
         self._check_labels(labels, m)
         mix = self.prob >= 1.0 or random.random() < self.prob
@@ -316,6 +320,19 @@ class MultiMixHead(nn.Module):
         os.makedirs(path, exist_ok=True)
         state = {k: v.contiguous() for k, v in self.model.state_dict().items()}
         save_file(state, os.path.join(path, "model.safetensors"))
+
+
+def _with_loss(output: Any, loss: Tensor) -> Any:
+    """The model's own output with `loss` set, as the model itself returns it when given labels."""
+    if isinstance(output, ModelOutput):
+        fields = {key: value for key, value in output.items() if key != "loss"}
+        try:
+            return type(output)(loss=loss, **fields)
+        except TypeError:  # an output class without a `loss` field
+            return output
+    if isinstance(output, tuple):
+        return (loss, *output)
+    return output
 
 
 def _plain_state_dict(module: MultiMixHead, state_dict: dict, prefix: str, local_metadata: Any) -> None:

@@ -1,43 +1,71 @@
 """Hugging Face `Trainer` integration.
 
-`MultiMixTrainer` is a `Trainer` for a `MultiMixHead`: it keeps the dataset columns the
-wrapped model takes, lets the head compute the MultiMix loss (the model never sees soft
-labels), evaluates on the model's own logits, and saves checkpoints with the wrapped model's
-`save_pretrained`, so they load into the plain model with `from_pretrained`.
+`MultiMixTrainer` is a `Trainer` that wraps the model in a `MultiMixHead` (or takes one): it
+keeps the dataset columns the wrapped model takes, lets the head compute the MultiMix loss
+(the model never sees soft labels), evaluates on the model's own outputs, and saves
+checkpoints with the wrapped model's `save_pretrained`, so they load into the plain model
+with `from_pretrained`.
 """
 
 from __future__ import annotations
 
 import inspect
 import os
+from collections.abc import Mapping
 from typing import Any
 
+import torch
+from torch import nn
 from transformers import Trainer, TrainerCallback
 
+from ._wrap import pop_head_options, wrap_model
+from .adapters.base import logits_of
 from .head import MultiMixHead
 
 
 class MultiMixTrainer(Trainer):
-    """`Trainer` for a `MultiMixHead`.
+    """`Trainer` that trains with MultiMix: a drop-in for `Trainer(` in an existing script.
+
+    Give it the plain model, as to `Trainer`, and it wraps the model in a `MultiMixHead` itself;
+    the MultiMix options come as keyword arguments (`n=1000, alpha=0.2, ...`) or as a dict
+    (`multimix_args={"n": 1000}`). A `MultiMixHead` is accepted too (then without options).
+    `trainer.model` is the head; the plain model is `trainer.model.model`.
 
     Everything else is the plain `Trainer`: `TrainingArguments`, callbacks, mixed precision,
     gradient accumulation (the head's loss is a mean, so the Trainer divides it by the
-    accumulation steps as for any model), multi-GPU through `accelerate launch`.
+    accumulation steps as for any model), multi-GPU through `accelerate launch`. Evaluation
+    and prediction see the model's own outputs, and `save_model()` writes the plain model
+    (`from_pretrained` loads it; the labels never reach the model, so `problem_type` is not
+    written into its config).
 
     `TrainingArguments(label_smoothing_factor=...)` becomes the head's `label_smoothing`.
 
+    Args:
+        model: the classifier (a Hugging Face or timm model), or a `MultiMixHead`.
+        args: `TrainingArguments`, and further `Trainer` arguments, positional or by name.
+        multimix_args: MultiMix options as a dict.
+        **kwargs: `Trainer` keyword arguments and MultiMix options (`n`, `alpha`, `dense`, ...).
+
     Example:
-        >>> head = MultiMixHead(model, n=1000)
-        >>> trainer = MultiMixTrainer(model=head, args=TrainingArguments("out"), train_dataset=ds)  # doctest: +SKIP
+        >>> args = TrainingArguments("out")  # doctest: +SKIP
+        >>> trainer = MultiMixTrainer(model=model, args=args, train_dataset=ds, n=500)  # doctest: +SKIP
         >>> trainer.train()  # doctest: +SKIP
     """
 
-    def __init__(self, model: MultiMixHead | None = None, *args: Any, **kwargs: Any) -> None:
-        if not isinstance(model, MultiMixHead):
+    def __init__(
+        self,
+        model: nn.Module | None = None,
+        *args: Any,
+        multimix_args: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        options = pop_head_options(kwargs)
+        if model is None:
             raise TypeError(
-                f"MultiMixTrainer trains a MultiMixHead; got {type(model).__name__}. Wrap it: "
-                "MultiMixTrainer(model=MultiMixHead(model), ...)."
+                "MultiMixTrainer needs the model: MultiMixTrainer(model=model, args=training_args, ...) "
+                "(model_init is not supported)."
             )
+        model = wrap_model(model, multimix_args, options, "MultiMixTrainer")
         super().__init__(model, *args, **kwargs)
         if self.args.label_smoothing_factor:
             # The Trainer's label smoother would take the labels away from the head.
@@ -54,13 +82,19 @@ class MultiMixTrainer(Trainer):
             self._signature_columns = list(dict.fromkeys(columns + ["label", "label_ids", "labels"]))
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # noqa: D102
-        outputs = model(**inputs)
-        if outputs.loss is None:
+        if "labels" not in inputs:
             raise ValueError(
                 f"MultiMixTrainer needs 'labels' in each batch; got keys {sorted(inputs)}. Name the label "
                 "column 'label' or 'labels'."
             )
-        return (outputs.loss, outputs) if return_outputs else outputs.loss
+        outputs = model(**inputs)
+        loss = getattr(outputs, "loss", None)
+        if loss is None:
+            # Eval mode returns exactly the model's output; a timm model's is the logits tensor.
+            logits = logits_of(outputs)
+            loss = torch.nn.functional.cross_entropy(logits.float(), inputs["labels"])
+            outputs = {"loss": loss, "logits": logits}
+        return (loss, outputs) if return_outputs else loss
 
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
         output_dir = output_dir if output_dir is not None else self.args.output_dir

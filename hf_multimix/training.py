@@ -31,6 +31,7 @@ from accelerate.utils import set_seed
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from .adapters.base import logits_of
 from .head import MultiMixHead
 
 MIXED_PRECISION = ("no", "fp16", "bf16")
@@ -119,7 +120,7 @@ def evaluate(head: torch.nn.Module, loader: Iterable, accelerator: Accelerator, 
     preds, labels, losses = [], [], []
     for batch in tqdm(loader, desc="eval", leave=False, disable=not (progress and accelerator.is_main_process)):
         inputs, y = _split(batch)
-        logits = head(**inputs).logits
+        logits = logits_of(head(**inputs))
         loss = torch.nn.functional.cross_entropy(logits.float(), y, reduction="none")
         p, y, loss = accelerator.gather_for_metrics((logits.argmax(-1), y, loss))
         preds.append(p)
@@ -139,11 +140,14 @@ def train(
     eval_loader: Iterable | None,
     config: TrainingConfig,
     accelerator: Accelerator | None = None,
+    save_with_model: tuple[Any, ...] = (),
 ) -> list[dict[str, Any]]:
     """Trains `head` (and so its wrapped model) and returns one metrics dict per epoch.
 
     Batches are dicts of model inputs plus `labels` (class ids). Run it as is, or under
-    `accelerate launch` / `torchrun` for several processes.
+    `accelerate launch` / `torchrun` for several processes. `save_with_model` holds objects
+    with `save_pretrained(folder)` (a tokenizer, an image processor) written into every
+    checkpoint folder next to the weights, so that each folder loads on its own.
 
     Example:
         >>> history = train(MultiMixHead(model), train_loader, eval_loader,
@@ -242,10 +246,12 @@ def train(
                 f.write(json.dumps(record) + "\n")
             if config.save_checkpoints:
                 if record.get("eval_accuracy") == best:
-                    _replace_folder(os.path.join(config.output_dir, "checkpoint-best"), lambda tmp: _save_model(tmp, plain))
+                    _replace_folder(os.path.join(config.output_dir, "checkpoint-best"),
+                                    lambda tmp: _save_model(tmp, plain, save_with_model))
                 _replace_folder(
                     os.path.join(config.output_dir, "checkpoint-last"),
-                    lambda tmp: _save_checkpoint(tmp, plain, optimizer, scheduler, epoch + 1, best, config, history),
+                    lambda tmp: _save_checkpoint(tmp, plain, optimizer, scheduler, epoch + 1, best, config, history,
+                                                 save_with_model),
                 )
         accelerator.wait_for_everyone()
     return history
@@ -367,18 +373,21 @@ def _write_atomic(path: str, text: str) -> None:
         raise
 
 
-def _save_model(path: str, head: MultiMixHead) -> None:
+def _save_model(path: str, head: MultiMixHead, save_with_model: tuple[Any, ...] = ()) -> None:
     os.makedirs(path, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in head.model.state_dict().items()}
     save_file(state, os.path.join(path, "model.safetensors"))
     config = getattr(head.model, "config", None)
     if config is not None and hasattr(config, "save_pretrained"):
         config.save_pretrained(path)
+    for companion in save_with_model:
+        companion.save_pretrained(path)
 
 
 def _save_checkpoint(path: str, head: MultiMixHead, optimizer, scheduler, epoch: int, best: float,
-                     config: TrainingConfig, history: list[dict[str, Any]]) -> None:
-    _save_model(path, head)
+                     config: TrainingConfig, history: list[dict[str, Any]],
+                     save_with_model: tuple[Any, ...] = ()) -> None:
+    _save_model(path, head, save_with_model)
     torch.save(optimizer.state_dict(), os.path.join(path, "optimizer.pt"))
     torch.save(scheduler.state_dict(), os.path.join(path, "scheduler.pt"))
     # Written last: a folder with trainer_state.json is a complete checkpoint.

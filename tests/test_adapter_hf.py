@@ -355,7 +355,6 @@ def test_cls_attention_refuses_image_attention_mask() -> None:
     "model_fn, adapter_cls, match",
     [
         (lambda: tf.BertModel(BY_NAME["bert"].config), BertAdapter, "use transformers.BertForSequenceClassification"),
-        (lambda: tf.BertForTokenClassification(BY_NAME["bert"].config), BertAdapter, "BertForSequenceClassification"),
         (lambda: tf.RobertaModel(BY_NAME["roberta"].config), RobertaAdapter, "RobertaForSequenceClassification"),
         (lambda: tf.DistilBertModel(BY_NAME["distilbert"].config), DistilBertAdapter,
          "DistilBertForSequenceClassification"),

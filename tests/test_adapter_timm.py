@@ -459,7 +459,7 @@ def test_multimix_head(key: str, dense: bool, attention: str) -> None:
     x = images(key)
     head.eval()
     with torch.no_grad():
-        torch.testing.assert_close(head(x).logits, model(x), atol=0, rtol=0)
+        torch.testing.assert_close(head(x), model(x), atol=0, rtol=0)
     head.train()
     out = head(x, labels=torch.tensor([1, 0, 4]))
     assert torch.isfinite(out.loss)

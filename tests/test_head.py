@@ -42,13 +42,14 @@ def test_eval_and_unlabelled_calls_are_exactly_the_model():
     model = tiny_timm().eval()
     head = MultiMixHead(model, n=20).eval()
     x = images()
-    assert torch.equal(head(x).logits, model(x))
+    out = head(x)
+    assert type(out) is torch.Tensor and torch.equal(out, model(x))  # what timm returns: a tensor
     head.train()
     model.train()
     torch.manual_seed(1)
-    a = head(x).logits  # train mode without labels: the model's own forward, no mixing
+    a = head(x)  # train mode without labels: the model's own forward, no mixing
     torch.manual_seed(1)
-    assert torch.equal(a, model(x))
+    assert type(a) is torch.Tensor and torch.equal(a, model(x))
 
 
 def test_hf_model_never_sees_labels_and_config_is_untouched():
@@ -89,7 +90,7 @@ def test_state_dict_is_the_plain_models_and_round_trips(tmp_path):
     # And back into a head.
     other = MultiMixHead(timm.create_model("resnet10t", pretrained=False, num_classes=5), n=20)
     other.load_state_dict(state)
-    assert torch.equal(other.eval()(x).logits, plain(x))
+    assert torch.equal(other.eval()(x), plain(x))
 
 
 def test_hf_save_pretrained_loads_into_plain_model(tmp_path):
@@ -250,7 +251,7 @@ def test_custom_adapter():
                  adapter=TinyNetAdapter(net))):
         head(x, labels=y).loss.backward()
         assert net.fc.weight.grad is not None and net.body.weight.grad is not None
-        assert torch.equal(head.eval()(x).logits, net(x))
+        assert torch.equal(head.eval()(x), net(x))
     register_adapter(TinyNetAdapter)
     try:
         assert isinstance(MultiMixHead(TinyNet()).adapter, TinyNetAdapter)
@@ -260,10 +261,25 @@ def test_custom_adapter():
         _REGISTRY.remove(TinyNetAdapter)
 
 
-def test_eval_with_labels_gives_plain_cross_entropy_and_model_logits():
+def test_eval_with_labels_is_exactly_the_model():
+    # timm: the logits tensor, as the model returns it (a validation loop computes its own loss).
     model = tiny_timm().eval()
     head = MultiMixHead(model, n=20).eval()
     x, y = images(), torch.tensor([0, 1, 2, 3])
     out = head(x, labels=y)
-    assert torch.equal(out.logits, model(x))
-    torch.testing.assert_close(out.loss, F.cross_entropy(model(x), y))
+    assert type(out) is torch.Tensor and torch.equal(out, model(x))
+    # Hugging Face: the model's own output class, with the cross-entropy as its loss; the labels never
+    # reach the model, so its config is not changed.
+    bert = tiny_bert().eval()
+    head = MultiMixHead(bert, n=20).eval()
+    ids, y = torch.randint(5, 100, (3, 6)), torch.tensor([0, 2, 1])
+    out = head(input_ids=ids, labels=y)
+    ref = bert(input_ids=ids)
+    assert type(out) is type(ref) and torch.equal(out.logits, ref.logits)
+    torch.testing.assert_close(out.loss, F.cross_entropy(ref.logits, y))
+    assert out[0] is out.loss and bert.config.problem_type is None
+    assert type(head(input_ids=ids)) is type(ref) and head(input_ids=ids).loss is None
+    # return_dict=False: a tuple, with the loss first as the model would put it.
+    out = head(input_ids=ids, labels=y, return_dict=False)
+    assert isinstance(out, tuple) and torch.equal(out[1], ref.logits)
+    torch.testing.assert_close(out[0], F.cross_entropy(ref.logits, y))

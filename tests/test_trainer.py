@@ -102,6 +102,31 @@ def test_callback_turns_multimix_off(tmp_path):
     assert probs == [1.0, 1.0, 0.0]
 
 
-def test_trainer_refuses_a_plain_model(tmp_path):
-    with pytest.raises(TypeError, match=r"Wrap it: MultiMixTrainer\(model=MultiMixHead\(model\)"):
-        MultiMixTrainer(model=tiny_bert(), args=args(tmp_path))
+def test_trainer_wraps_a_plain_model(tmp_path):
+    model = tiny_bert()
+    trainer = MultiMixTrainer(model=model, args=args(tmp_path, per_device_train_batch_size=4, max_steps=2),
+                              train_dataset=dataset(), eval_dataset=dataset(6), n=20, alpha=0.5)
+    assert isinstance(trainer.model, MultiMixHead) and trainer.model.model is model
+    assert (trainer.model.n, trainer.model.alpha) == (20, 0.5)
+    trainer.train()
+    assert "eval_loss" in trainer.evaluate()
+    trainer.save_model(str(tmp_path / "final"))
+    plain = BertForSequenceClassification.from_pretrained(str(tmp_path / "final"), local_files_only=True).eval()
+    assert plain.config.problem_type is None
+    ids = torch.tensor(dataset(2)["input_ids"])
+    torch.testing.assert_close(plain(input_ids=ids).logits, model.eval()(input_ids=ids).logits)
+    from_dict = MultiMixTrainer(tiny_bert(), args(tmp_path), multimix_args={"n": 7, "dense": True})
+    assert (from_dict.model.n, from_dict.model.dense) == (7, True)
+
+
+def test_trainer_options_fail_early_with_the_fix(tmp_path):
+    with pytest.raises(TypeError, match=r"got a MultiMixHead and MultiMix options \['n'\]"):
+        MultiMixTrainer(model=MultiMixHead(tiny_bert()), args=args(tmp_path), n=10)
+    with pytest.raises(TypeError, match=r"unknown MultiMix options \['nn'\]"):
+        MultiMixTrainer(model=tiny_bert(), args=args(tmp_path), multimix_args={"nn": 10})
+    with pytest.raises(TypeError, match=r"\['n'\] both in multimix_args and as keywords"):
+        MultiMixTrainer(model=tiny_bert(), args=args(tmp_path), multimix_args={"n": 10}, n=5)
+    with pytest.raises(TypeError, match=r"needs the model: MultiMixTrainer\(model=model"):
+        MultiMixTrainer(args=args(tmp_path))
+    with pytest.raises(ValueError, match="alpha must be > 0"):
+        MultiMixTrainer(model=tiny_bert(), args=args(tmp_path), alpha=-1.0)

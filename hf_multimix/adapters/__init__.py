@@ -28,9 +28,27 @@ def register_adapter(cls: type[BackboneAdapter]) -> type[BackboneAdapter]:
     return cls
 
 
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The classifier inside the wrappers users put around it: `torch.compile`'s `OptimizedModule`
+    (`._orig_mod`) and PEFT's `PeftModel` (`.get_base_model()`, whose layers carry the adapters
+    in place). Adapters read this module; `MultiMixHead` still calls the model as given."""
+    for _ in range(8):  # a compiled PEFT model is two levels deep
+        inner = getattr(model, "_orig_mod", None)
+        if isinstance(inner, nn.Module):
+            model = inner
+            continue
+        if type(model).__module__.split(".")[0] == "peft" and callable(getattr(model, "get_base_model", None)):
+            model = model.get_base_model()
+            continue
+        break
+    return model
+
+
 def find_adapter(model: nn.Module) -> BackboneAdapter:
-    """Returns an adapter instance for `model`, or raises a `TypeError` saying how to add one."""
+    """Returns an adapter instance for `model` (seen through `unwrap_model`), or raises a
+    `TypeError` saying how to add one."""
     _load_builtin()
+    model = unwrap_model(model)
     for cls in _REGISTRY:
         if cls.matches(model):
             return cls(model)
@@ -53,6 +71,7 @@ def _load_builtin() -> None:
         return
     _builtin_loaded = True
     from . import hf_text, hf_vision, timm  # noqa: F401
+    from . import hf_generic  # noqa: F401  (last: the fallback for every other Hugging Face classifier)
 
 
 def register_builtin(cls: type[BackboneAdapter]) -> type[BackboneAdapter]:
@@ -62,4 +81,4 @@ def register_builtin(cls: type[BackboneAdapter]) -> type[BackboneAdapter]:
     return cls
 
 
-__all__ = ["BackboneAdapter", "Features", "find_adapter", "register_adapter", "register_builtin"]
+__all__ = ["BackboneAdapter", "Features", "find_adapter", "register_adapter", "register_builtin", "unwrap_model"]

@@ -9,6 +9,7 @@ a function on `[..., d]` and says whether it is affine (then the exact logit sho
 
 from __future__ import annotations
 
+import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -79,7 +80,7 @@ class BackboneAdapter(ABC):
     @property
     def affine(self) -> bool:
         """Whether `classify` is affine in `z` (the exact logit shortcut then holds)."""
-        return is_affine(self.classifier)
+        return classifier_is_affine(self.classifier)
 
     @property
     def num_classes(self) -> int:
@@ -106,15 +107,24 @@ class BackboneAdapter(ABC):
 
     main_input_name: ClassVar[str] = "pixel_values"
 
-    def logits(self, inputs: Mapping[str, Any]) -> Tensor:
-        """The wrapped model's own logits: exactly what calling the model returns.
+    def forward_model(self, inputs: Mapping[str, Any], module: nn.Module | None = None) -> Any:
+        """Exactly what calling the model returns (a tensor, a `ModelOutput`, a tuple).
 
         The main input goes positionally (timm and plain torch models take `model(x)`,
         Hugging Face models take it as their first argument), the rest as keywords.
+
+        Args:
+            inputs: the model's keyword inputs, without labels.
+            module: the module to call with them, by default `self.model`; `MultiMixHead` passes the
+                model as the user gave it (compiled or PEFT-wrapped) when the adapter sees its inside.
         """
+        module = self.model if module is None else module
         rest = dict(inputs)
-        out = self.model(rest.pop(self.main_input_name), **rest) if self.main_input_name in rest else self.model(**rest)
-        return out if isinstance(out, Tensor) else out.logits
+        return module(rest.pop(self.main_input_name), **rest) if self.main_input_name in rest else module(**rest)
+
+    def logits(self, inputs: Mapping[str, Any]) -> Tensor:
+        """The wrapped model's own logits `[m, c]`, read from `forward_model`'s output."""
+        return logits_of(self.forward_model(inputs))
 
     def batch_size(self, inputs: Mapping[str, Any]) -> int:
         """Examples in the batch, read from the main input."""
@@ -124,6 +134,99 @@ class BackboneAdapter(ABC):
                 f"{type(self).__name__} expects a tensor '{self.main_input_name}' (got keys {sorted(inputs)})."
             )
         return x.shape[0]
+
+
+def is_affine_layer(module: nn.Module) -> bool:
+    """Whether `module` is one affine map on its last (channel) dimension: `nn.Linear`, a 1x1
+    convolution without padding, or PEFT's LoRA / `modules_to_save` wrapper around one (a LoRA
+    update `B A x` is linear too)."""
+    if isinstance(module, nn.Linear):
+        return True
+    if isinstance(module, (nn.Conv1d, nn.Conv2d)):
+        return all(k == 1 for k in module.kernel_size) and all(p == 0 for p in _padding(module))
+    base = getattr(module, "base_layer", None)  # PEFT LoRA (and other tuner) layers
+    if isinstance(base, nn.Module) and base is not module and hasattr(module, "lora_A"):
+        return is_affine_layer(base)
+    original = getattr(module, "original_module", None)  # PEFT ModulesToSaveWrapper
+    saved = getattr(module, "modules_to_save", None)
+    if isinstance(original, nn.Module) and isinstance(saved, nn.ModuleDict):
+        return is_affine_layer(original) and all(is_affine_layer(m) for m in saved.values())
+    return False
+
+
+def _padding(conv: nn.Module) -> tuple[int, ...]:
+    pad = conv.padding
+    return (0,) if pad == "valid" else (1,) if isinstance(pad, str) else tuple(pad)
+
+
+def _out_features(module: nn.Module) -> int | None:
+    for attr in ("out_features", "out_channels"):
+        value = getattr(module, attr, None)
+        if isinstance(value, int):
+            return value
+    for attr in ("base_layer", "original_module"):
+        inner = getattr(module, attr, None)
+        if isinstance(inner, nn.Module) and inner is not module:
+            return _out_features(inner)
+    return None
+
+
+def classifier_is_affine(module: nn.Module) -> bool:
+    """`losses.is_affine`, also knowing the affine layers of model access (1x1 convolutions, PEFT
+    wrappers) inside a `Sequential`."""
+    if is_affine(module) or is_affine_layer(module):
+        return True
+    return isinstance(module, nn.Sequential) and all(classifier_is_affine(child) for child in module)
+
+
+def check_single_label_config(model: nn.Module) -> int:
+    """The number of classes of a Hugging Face classifier, refusing regression and multi-label
+    heads (`config.problem_type`, `num_labels < 2`) with an error that says what to set."""
+    name, config = type(model).__name__, model.config
+    problem = getattr(config, "problem_type", None)
+    if problem in ("regression", "multi_label_classification"):
+        raise ValueError(
+            f"{name} has config.problem_type={problem!r}; MultiMix trains single-label classifiers with "
+            "soft-target cross-entropy. Set config.problem_type='single_label_classification'."
+        )
+    c = int(getattr(config, "num_labels", 0) or 0)
+    if c < 2:
+        raise ValueError(
+            f"{name} has config.num_labels={c}; MultiMix needs a classifier over at least 2 classes "
+            "(num_labels=1 is regression). Build the model with num_labels=c."
+        )
+    return c
+
+
+#: Keyword inputs every Hugging Face forward accepts besides its named parameters.
+_COMMON_HF_KWARGS = frozenset({"return_dict", "output_attentions", "output_hidden_states"})
+
+
+def check_input_names(model: nn.Module, inputs: Mapping[str, Any]) -> None:
+    """Raises a `TypeError` naming the inputs a Hugging Face model's forward does not take."""
+    signature = inspect.signature(type(model).forward)  # the class's interface, not a patched instance
+    params = {name for name, p in signature.parameters.items()
+              if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and name != "self"}
+    if not params:
+        return
+    unknown = sorted(k for k in inputs if k not in params and k not in _COMMON_HF_KWARGS and k != "labels")
+    if unknown:
+        raise TypeError(
+            f"{type(model).__name__} takes no input named {unknown}; its inputs are {sorted(params - {'labels'})}. "
+            "Rename the batch's keys (the tokenizer's or processor's output keys are the model's input names)."
+        )
+
+
+def logits_of(output: Any) -> Tensor:
+    """The logits in a model's output: the tensor itself, `output.logits`, or a tuple's first entry."""
+    if isinstance(output, Tensor):
+        return output
+    if isinstance(output, tuple):  # Hugging Face models under return_dict=False
+        return output[0]
+    logits = getattr(output, "logits", None)
+    if not isinstance(logits, Tensor):
+        raise TypeError(f"cannot find the logits in a {type(output).__name__}; expected a tensor or an output with .logits.")
+    return logits
 
 
 def tokens_from_map(feature_map: Tensor) -> Tensor:

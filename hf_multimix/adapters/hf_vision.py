@@ -30,7 +30,7 @@ from typing import Any, ClassVar
 from torch import Tensor, nn
 
 from . import register_builtin
-from .base import BackboneAdapter, Features, tokens_from_map
+from .base import BackboneAdapter, Features, check_input_names, check_single_label_config, tokens_from_map
 
 
 def _has_class(model: nn.Module, name: str) -> bool:
@@ -66,23 +66,16 @@ class HFClassifierAdapter(BackboneAdapter):
                 f"transformers.{self.head_class} (e.g. {self.head_class}.from_pretrained(name, num_labels=c) "
                 f"or {self.head_class}(config)), which wraps the same backbone."
             )
-        config = model.config
-        problem = getattr(config, "problem_type", None)
-        if problem in ("regression", "multi_label_classification"):
-            raise ValueError(
-                f"{type(model).__name__} has config.problem_type={problem!r}; MultiMix trains single-label "
-                "classifiers with soft-target cross-entropy. Set config.problem_type='single_label_classification'."
-            )
-        if config.num_labels < 2:
-            raise ValueError(
-                f"{type(model).__name__} has config.num_labels={config.num_labels}; MultiMix needs a classifier "
-                "over at least 2 classes (num_labels=1 is regression). Build the model with num_labels=c."
-            )
+        check_single_label_config(model)
         self.base: nn.Module = getattr(model, self.base_attr)
 
     @classmethod
     def matches(cls, model: nn.Module) -> bool:
-        return getattr(getattr(model, "config", None), "model_type", None) in cls.model_types
+        """The family's classifier, or its base model (which then gets an error naming the class to
+        use); any other classifier of the family's config is left to the generic adapter."""
+        if getattr(getattr(model, "config", None), "model_type", None) not in cls.model_types:
+            return False
+        return _has_class(model, cls.head_class) or not type(model).__name__.endswith("Classification")
 
     @property
     def num_classes(self) -> int:
@@ -100,11 +93,15 @@ class HFClassifierAdapter(BackboneAdapter):
         kwargs["return_dict"] = True
         return kwargs
 
-    def logits(self, inputs: Mapping[str, Any]) -> Tensor:
-        """The wrapped model's own logits, `model(**inputs).logits`, `[m, c]`."""
+    def normalize_inputs(self, args: tuple, kwargs: dict[str, Any]) -> dict[str, Any]:
+        inputs = super().normalize_inputs(args, kwargs)
+        check_input_names(self.model, inputs)
+        return inputs
+
+    def forward_model(self, inputs: Mapping[str, Any], module: nn.Module | None = None) -> Any:
+        """Exactly `model(**inputs)`, labels refused (the model would compute its own loss)."""
         self._model_inputs(inputs)  # refuses labels
-        out = self.model(**inputs)
-        return out[0] if isinstance(out, tuple) else out.logits  # a tuple under return_dict=False
+        return (self.model if module is None else module)(**inputs)
 
 
 class HFImageAdapter(HFClassifierAdapter):

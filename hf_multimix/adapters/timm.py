@@ -200,9 +200,9 @@ class TimmAdapter(BackboneAdapter):
             )
         return x
 
-    def logits(self, inputs: Mapping[str, Any]) -> Tensor:
+    def forward_model(self, inputs: Mapping[str, Any], module: nn.Module | None = None) -> Any:
         """Exactly `model(x)`."""
-        return self.model(self._images(inputs))
+        return (self.model if module is None else module)(self._images(inputs))
 
     # ------------------------------------------------------------- classifier
     def _heads(self) -> tuple[nn.Module, ...]:
@@ -550,6 +550,6 @@ class TimmWrapperAdapter(TimmAdapter):
         param = next(self.timm_model.parameters(), None)
         return x if param is None else x.to(param.device, param.dtype)
 
-    def logits(self, inputs: Mapping[str, Any]) -> Tensor:
-        """Exactly `model(pixel_values=x).logits`."""
-        return self.model(pixel_values=self._images(inputs)).logits
+    def forward_model(self, inputs: Mapping[str, Any], module: nn.Module | None = None) -> Any:
+        """Exactly `model(pixel_values=x)`."""
+        return (self.model if module is None else module)(pixel_values=self._images(inputs))

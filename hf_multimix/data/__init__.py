@@ -6,6 +6,7 @@ Everything loads into a ``ClassificationData`` (``train`` / optional ``eval``
     from hf_multimix.data import load_data, split, torch_dataset, ImageCollator
 
     data = split(load_data("mnist"), train_per_class=50, seed=0)   # 500 train / 4500 eval
+    data = load_splits("photos/")          # train/ + val/ as given, or 10% of each class held out
     train_ds = torch_dataset(data, "train")
     collate = ImageCollator(224, mean=(0.5,) * 3, std=(0.5,) * 3)
 """
@@ -18,6 +19,7 @@ from typing import Any, Callable
 from .base import ClassificationData, Split, split
 from .embedded import TWEETS_CLASS_NAMES, digits, mnist, tweets, tweets_csv_path
 from .files import IMAGE_EXTENSIONS, from_hf, hf_dataset, image_folder, text_csv
+from .sources import DEFAULT_VAL_SPLIT, DEMO_CAPS, load_source, load_splits
 from .torch_data import ImageCollator, ImageDataset, TextCollator, TextDataset, torch_dataset
 
 __all__ = [
@@ -25,6 +27,10 @@ __all__ = [
     "Split",
     "split",
     "load_data",
+    "load_splits",
+    "load_source",
+    "DEFAULT_VAL_SPLIT",
+    "DEMO_CAPS",
     "EMBEDDED_DATASETS",
     "mnist",
     "digits",

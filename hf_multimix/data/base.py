@@ -64,6 +64,8 @@ class ClassificationData:
         class_names: One name per class id; ``num_classes == len(class_names)``.
         train: Training split.
         eval: Evaluation split, or None.
+        notes: What loading did that a user should hear about (skipped files, which folder
+            became the evaluation split), one line each.
     """
 
     name: str
@@ -71,6 +73,7 @@ class ClassificationData:
     class_names: tuple[str, ...]
     train: Split
     eval: Split | None = None
+    notes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.modality not in ("image", "text"):
@@ -159,7 +162,8 @@ def split(
             if n_eval >= n:
                 raise ValueError(
                     f"class {c} ({data.class_names[c]!r}) has {n} sample(s): too few to keep any for "
-                    f"training with eval_fraction={eval_fraction}; use a smaller eval_fraction or more data"
+                    f"training after holding out {n_eval} for evaluation (eval_fraction={eval_fraction}); "
+                    "add examples of this class, remove it, or give a separate validation set"
                 )
             ev, tr = members[:n_eval], members[n_eval:]
             if train_per_class is not None:

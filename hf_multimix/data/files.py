@@ -62,34 +62,148 @@ def _stack_images(arrays: list[np.ndarray], names: list[str], source: str) -> np
     return np.stack(arrays).astype(np.uint8, copy=False)
 
 
+_TRAIN_DIRS = ("train", "training")
+_EVAL_DIRS = ("val", "validation", "valid", "test")
+"""Subfolder names of the split layout (timm's and torchvision's): ``train/`` plus the first of these."""
+
+
+def _split_dirs(root: Path) -> tuple[Path, Path | None] | None:
+    """``(train, eval or None)`` if ``root`` holds ``train/`` (and ``val/``, ...) subfolders of class folders."""
+    subdirs = {p.name.lower(): p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")}
+    train = next((subdirs[n] for n in _TRAIN_DIRS if n in subdirs), None)
+    if train is None or not any(p.is_dir() and not p.name.startswith(".") for p in train.iterdir()):
+        return None
+    return train, next((subdirs[n] for n in _EVAL_DIRS if n in subdirs), None)
+
+
+def _images_in(folder: Path) -> tuple[list[Path], list[Path]]:
+    """(image files, other files) directly in ``folder``; hidden files are neither."""
+    images, others = [], []
+    for p in sorted(folder.iterdir()):
+        if p.is_file() and not p.name.startswith("."):
+            (images if p.suffix.lower() in IMAGE_EXTENSIONS else others).append(p)
+    return images, others
+
+
+def _read_class_folders(
+    root: Path, size: tuple[int, int] | None, mode: str | None, skip_unreadable: bool,
+    class_names: Sequence[str] | None = None,
+) -> tuple[np.ndarray, np.ndarray, tuple[str, ...], list[str], str]:
+    """Images and labels of ``root/<class>/*``: (images, labels, class names, notes, mode).
+
+    With ``class_names`` (an evaluation folder), labels follow that list and a class folder
+    not in it is an error.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not class_dirs:
+        loose = len(_images_in(root)[0])
+        found = f"found {loose} image(s) directly in it but no subfolders" if loose else "it has no subfolders"
+        raise ValueError(f"no class subfolders in {str(root)!r} ({found}); {_LAYOUT_HINT}")
+    names = tuple(d.name for d in class_dirs) if class_names is None else tuple(class_names)
+    if class_names is not None:
+        unknown = [d.name for d in class_dirs if d.name not in names]
+        if unknown:
+            raise ValueError(
+                f"{str(root)!r} has class folder(s) {unknown} that the training data does not have "
+                f"(classes: {list(names)}); rename or remove them"
+            )
+    notes: list[str] = []
+    loose_images, loose_others = _images_in(root)
+    ignored = loose_images + loose_others  # files next to the class folders
+    files: list[tuple[Path, int]] = []
+    for folder in class_dirs:
+        members, others = _images_in(folder)
+        ignored.extend(others)
+        nested = [p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")]
+        ignored.extend(nested)
+        if not members:
+            raise ValueError(
+                f"class folder {str(folder)!r} has no images (suffixes: {', '.join(sorted(IMAGE_EXTENSIONS))}); "
+                "add images or remove the folder"
+            )
+        files.extend((p, names.index(folder.name)) for p in members)
+    if ignored:
+        notes.append(f"ignored {len(ignored)} entr(ies) in {str(root)!r} that are not images in a class folder "
+                     f"(e.g. {str(ignored[0])!r})")
+
+    bad: list[tuple[Path, Exception]] = []
+
+    def unreadable(p: Path, e: Exception) -> None:
+        if not skip_unreadable:
+            raise ValueError(f"cannot read image {str(p)!r} ({e}); remove or replace the file") from e
+        bad.append((p, e))
+
+    if mode is None:  # from the headers only: no image is held in memory at full size
+        modes = []
+        for p, _ in files:
+            try:
+                with Image.open(p) as img:
+                    modes.append(img.mode)
+            except (UnidentifiedImageError, OSError, ValueError) as e:
+                unreadable(p, e)
+        mode = "L" if all(m in _GRAY_MODES for m in modes) else "RGB"
+    failed = {p for p, _ in bad}
+    arrays, kept = [], []
+    for p, label in files:
+        if p in failed:
+            continue
+        try:
+            with Image.open(p) as img:
+                img.load()
+                arrays.append(_to_uint8_array(img, mode, size, str(p)))  # resized at once
+            kept.append((p, label))
+        except (UnidentifiedImageError, OSError, ValueError) as e:
+            unreadable(p, e)
+    if bad:
+        p, e = bad[0]
+        notes.append(f"skipped {len(bad)} unreadable image file(s) in {str(root)!r} (e.g. {str(p)!r}: {e})")
+        emptied = sorted({names[label] for _, label in files} - {names[label] for _, label in kept})
+        if emptied:
+            raise ValueError(
+                f"class folder(s) {emptied} in {str(root)!r} have no readable image ({len(bad)} file(s) could not "
+                f"be read, e.g. {str(p)!r}: {e}); replace the files or remove the folder(s)"
+            )
+    images = _stack_images(arrays, [str(p) for p, _ in kept], repr(str(root)))
+    labels = np.asarray([label for _, label in kept], dtype=np.int64)
+    return images, labels, names, notes, mode
+
+
 def image_folder(
     path: str | Path,
     image_size: int | Sequence[int] | None = None,
     mode: Literal["RGB", "L"] | None = None,
+    skip_unreadable: bool = False,
 ) -> ClassificationData:
     """Read ``<path>/<class_name>/*.png`` (one subfolder per class) into memory.
 
     Classes are the subfolder names in sorted order; hidden files/folders and files whose
-    suffix is not in :data:`IMAGE_EXTENSIONS` are ignored.
+    suffix is not in :data:`IMAGE_EXTENSIONS` are ignored (counted in ``notes``).
+
+    A folder in the split layout of timm and torchvision, ``<path>/train/<class_name>/...``
+    plus ``<path>/val/<class_name>/...`` (or ``validation/``, ``valid/``, ``test/``: the first
+    one found), gives ``train`` from ``train/`` and ``eval`` from the other; ``train/`` alone
+    gives ``eval=None``. The evaluation folder may lack classes but not add new ones.
 
     Args:
         path: Root folder.
         image_size: ``H`` or ``(H, W)`` to resize every image to (bicubic). Needed when the
             images do not all have the same size.
-        mode: ``"L"`` (grayscale) or ``"RGB"``. None: ``"L"`` if every image is grayscale,
-            else ``"RGB"``. Transparent images are flattened onto white.
+        mode: ``"L"`` (grayscale) or ``"RGB"``. None: ``"L"`` if every training image is
+            grayscale, else ``"RGB"``. Transparent images are flattened onto white.
+        skip_unreadable: Skip image files that cannot be decoded (counted in ``notes``)
+            instead of raising.
 
     Returns:
-        Image data with everything in ``train``: uint8 ``[N, H, W]`` ("L") or ``[N, H, W, 3]``
-        ("RGB"), int64 labels ``[N]``; ``eval=None``.
+        Image data: uint8 ``[N, H, W]`` ("L") or ``[N, H, W, 3]`` ("RGB"), int64 labels ``[N]``;
+        ``eval`` from the evaluation folder of the split layout, else None.
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        ValueError: not a folder, no class subfolders, an empty class, an unreadable image,
-            or mixed sizes without ``image_size``.
+        ValueError: not a folder, no class subfolders, an empty class, an unreadable image
+            (unless skipped), or mixed sizes without ``image_size``.
     """
-    from PIL import Image, UnidentifiedImageError
-
     root = Path(path).expanduser()
     if not root.exists():
         raise FileNotFoundError(f"image folder {str(root)!r} does not exist; {_LAYOUT_HINT}")
@@ -98,42 +212,22 @@ def image_folder(
     if mode not in (None, "RGB", "L"):
         raise ValueError(f"mode must be 'RGB', 'L' or None, got {mode!r}")
     size = _size_pair(image_size)
-
-    def images_in(folder: Path) -> list[Path]:
-        return sorted(
-            p for p in folder.iterdir()
-            if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS
-        )
-
-    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not class_dirs:
-        loose = len(images_in(root))
-        found = f"found {loose} image(s) directly in it but no subfolders" if loose else "it has no subfolders"
-        raise ValueError(f"no class subfolders in {str(root)!r} ({found}); {_LAYOUT_HINT}")
-    files: list[tuple[Path, int]] = []
-    for label, folder in enumerate(class_dirs):
-        members = images_in(folder)
-        if not members:
+    layout = _split_dirs(root)
+    train_dir, eval_dir = layout if layout is not None else (root, None)
+    images, labels, names, notes, mode = _read_class_folders(train_dir, size, mode, skip_unreadable)
+    eval_split = None
+    if eval_dir is not None:
+        ev_images, ev_labels, _, ev_notes, _ = _read_class_folders(eval_dir, size, mode, skip_unreadable, names)
+        if ev_images.shape[1:] != images.shape[1:]:
             raise ValueError(
-                f"class folder {str(folder)!r} has no images (suffixes: {', '.join(sorted(IMAGE_EXTENSIONS))}); "
-                "add images or remove the folder"
+                f"images in {str(eval_dir)!r} are {ev_images.shape[1:]} but those in {str(train_dir)!r} are "
+                f"{images.shape[1:]}; pass image_size=(H, W) to resize them on load"
             )
-        files.extend((p, label) for p in members)
-
-    opened = []
-    for p, _ in files:
-        try:
-            with Image.open(p) as img:
-                img.load()
-                opened.append(img)
-        except (UnidentifiedImageError, OSError) as e:
-            raise ValueError(f"cannot read image {str(p)!r} ({e}); remove or replace the file") from e
-    if mode is None:
-        mode = "L" if all(img.mode in _GRAY_MODES for img in opened) else "RGB"
-    arrays = [_to_uint8_array(img, mode, size, str(p)) for img, (p, _) in zip(opened, files)]
-    images = _stack_images(arrays, [str(p) for p, _ in files], repr(str(root)))
-    labels = np.asarray([label for _, label in files], dtype=np.int64)
-    return ClassificationData(str(root), "image", tuple(d.name for d in class_dirs), Split(images, labels))
+        eval_split = Split(ev_images, ev_labels)
+        notes = [*notes, *ev_notes, f"training on {str(train_dir)!r}, evaluating on {str(eval_dir)!r}"]
+    elif layout is not None:
+        notes = [*notes, f"training on {str(train_dir)!r} (no val/ folder: a part is held out for evaluation)"]
+    return ClassificationData(str(root), "image", names, Split(images, labels), eval_split, tuple(notes))
 
 
 def _label_vocabulary(raw: Iterable[Any]) -> tuple[tuple[str, ...], dict[Any, int]]:
@@ -150,30 +244,49 @@ def _label_vocabulary(raw: Iterable[Any]) -> tuple[tuple[str, ...], dict[Any, in
     return tuple(str(v).strip() for v in ordered), {v: i for i, v in enumerate(ordered)}
 
 
+_DELIMITERS = (",", ";", "\t", "|")
+_SPLIT_VALUES = {"train": "train", "training": "train", **{v: "eval" for v in ("val", "valid", "validation", "eval",
+                                                                                 "dev", "test")}}
+
+
+def _rows(numbers: list[int], limit: int = 10) -> str:
+    """``row 3`` / ``rows 3, 7 and 4 more``: CSV line numbers for an error message."""
+    shown = ", ".join(str(n) for n in numbers[:limit])
+    more = f" and {len(numbers) - limit} more" if len(numbers) > limit else ""
+    return f"row{'s' if len(numbers) > 1 else ''} {shown}{more}"
+
+
 def text_csv(
     path: str | Path,
     text_column: str = "text",
     label_column: str = "label",
     encoding: str = "utf-8-sig",
+    split_column: str = "split",
 ) -> ClassificationData:
     """Read a CSV with a header row holding a text column and a label column.
 
     Labels may be strings or integers; the distinct values, sorted (numerically when all
-    are integers, e.g. ``1 < 2 < 10``), become class ids ``0..K-1`` and ``class_names``.
+    are integers, e.g. ``1 < 2 < 10``), become class ids ``0..K-1`` and ``class_names``. The
+    delimiter is the first of ``,`` ``;`` tab ``|`` whose header has both columns. An optional
+    ``split`` column puts each row in ``train`` (``train``) or ``eval`` (``val``,
+    ``validation``, ``test``, ...).
 
     Args:
-        path: CSV file (comma separated, standard quoting; other columns are ignored).
+        path: CSV file (standard quoting; other columns are ignored).
         text_column: Name of the text column.
         label_column: Name of the label column.
         encoding: File encoding (default UTF-8, with or without BOM).
+        split_column: Name of the optional column that assigns rows to train / eval.
 
     Returns:
-        Text data with everything in ``train``: ``list[str]`` and int64 labels ``[N]``; ``eval=None``.
+        Text data: ``list[str]`` and int64 labels ``[N]``; ``eval`` holds the rows the split
+        column sends there, else None.
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        ValueError: empty file, missing columns (the error lists the columns found), an empty
-            label, or undecodable bytes.
+        ValueError: empty file, missing columns (the error lists the columns found), empty
+            labels or texts (the error names the rows), unknown split values, or undecodable
+            bytes.
     """
     file = Path(path).expanduser()
     if not file.exists():
@@ -182,9 +295,16 @@ def text_csv(
         raise ValueError(f"{str(file)!r} is a folder, not a CSV file")
     try:
         with open(file, encoding=encoding, newline="") as f:
-            reader = csv.DictReader(f)
+            header = f.readline()
+            f.seek(0)
+            delimiter = next(
+                (d for d in _DELIMITERS
+                 if {text_column, label_column} <= {c.strip() for c in next(csv.reader([header], delimiter=d), [])}),
+                ",",
+            )
+            reader = csv.DictReader(f, delimiter=delimiter)
             columns = [c.strip() for c in reader.fieldnames or []]
-            if not columns:
+            if not columns or not any(columns):
                 raise ValueError(
                     f"CSV file {str(file)!r} is empty; it needs a header row with "
                     f"'{text_column}' and '{label_column}' columns and one row per example"
@@ -193,34 +313,73 @@ def text_csv(
             if absent:
                 raise ValueError(
                     f"CSV file {str(file)!r} has no column(s) {absent}; found columns {columns}. "
-                    "Rename the header or pass text_column=... / label_column=..."
+                    f"Rename the header to '{text_column}' and '{label_column}' (or pass text_column=... / "
+                    "label_column=...)"
                 )
             reader.fieldnames = columns
+            has_split = split_column in columns
             texts: list[str] = []
             raw_labels: list[str] = []
+            parts: list[str] = []
+            no_label: list[int] = []
+            no_text: list[int] = []
+            bad_split: dict[int, str] = {}
             for line_no, row in enumerate(reader, start=2):
                 label = (row.get(label_column) or "").strip()
+                text = row.get(text_column) or ""
                 if not label:
-                    raise ValueError(
-                        f"CSV file {str(file)!r}, row {line_no}: empty '{label_column}'; every row needs a label"
-                    )
-                texts.append(row.get(text_column) or "")
+                    no_label.append(line_no)
+                if not text.strip():
+                    no_text.append(line_no)
+                if has_split:
+                    value = (row.get(split_column) or "").strip().lower()
+                    if value not in _SPLIT_VALUES:
+                        bad_split[line_no] = value
+                    parts.append(_SPLIT_VALUES.get(value, "train"))
+                texts.append(text)
                 raw_labels.append(label)
     except UnicodeDecodeError as e:
         raise ValueError(
             f"CSV file {str(file)!r} is not valid {encoding} ({e}); pass encoding='latin-1' (or the right one)"
         ) from e
+    except csv.Error as e:
+        raise ValueError(f"CSV file {str(file)!r} cannot be parsed ({e}); check its quoting") from e
     if not texts:
         raise ValueError(f"CSV file {str(file)!r} has a header {columns} but no data rows")
-    class_names, to_id = _label_vocabulary(raw_labels)
+    if no_label:
+        raise ValueError(
+            f"CSV file {str(file)!r}, {_rows(no_label)}: empty '{label_column}'; every row needs a label "
+            "(fill it in or remove the row)"
+        )
+    if no_text:
+        raise ValueError(
+            f"CSV file {str(file)!r}, {_rows(no_text)}: empty '{text_column}'; fill in the text or remove the row"
+        )
+    if bad_split:
+        values = sorted(set(bad_split.values()))
+        raise ValueError(
+            f"CSV file {str(file)!r}, {_rows(sorted(bad_split))}: '{split_column}' is {values}, expected 'train' "
+            "or 'val' / 'validation' / 'test'"
+        )
+    names, to_id = _label_vocabulary(raw_labels)
     labels = np.asarray([to_id[v] for v in raw_labels], dtype=np.int64)
-    return ClassificationData(str(file), "text", class_names, Split(texts, labels))
+    which = np.asarray(parts if has_split else ["train"] * len(texts))
+    train_idx, eval_idx = np.flatnonzero(which == "train"), np.flatnonzero(which == "eval")
+    if not len(train_idx):
+        raise ValueError(f"CSV file {str(file)!r}: no row has '{split_column}' = 'train'; mark the training rows")
+    split_of = Split(texts, labels)
+    notes = (f"{str(file)!r}: {len(train_idx)} training and {len(eval_idx)} evaluation rows from its "
+             f"'{split_column}' column",) if has_split else ()
+    return ClassificationData(
+        str(file), "text", names, split_of.subset(train_idx), split_of.subset(eval_idx) if len(eval_idx) else None,
+        notes,
+    )
 
 
 _LABEL_NAMES = ("label", "labels", "fine_label", "coarse_label", "target", "class", "category", "sentiment")
 _IMAGE_NAMES = ("image", "img", "picture", "pixel_values")
 _TEXT_NAMES = ("text", "sentence", "content", "review", "document", "tweet", "comment", "sentence1")
-_EVAL_SPLITS = ("test", "validation", "valid", "val", "eval", "dev")
+_EVAL_SPLITS = ("validation", "valid", "val", "eval", "dev", "test")
 
 
 def _detect_columns(features: Any, input_column: str | None, label_column: str | None) -> tuple[str, str, str]:
@@ -283,7 +442,8 @@ def from_hf(
         input_column: Image or text column (auto-detected if None).
         label_column: Label column (auto-detected if None).
         train_split: Split used as ``train``.
-        eval_split: Split used as ``eval``; None picks the first of test/validation/... present.
+        eval_split: Split used as ``eval``; None picks the first of validation, valid, val, eval,
+            dev, test present.
         image_size: ``H`` or ``(H, W)`` to resize images to (needed if sizes differ).
         mode: ``"RGB"`` or ``"L"`` for images; None picks ``"L"`` when every image is grayscale.
         max_samples: Keep at most this many rows of each split (the first ones).
@@ -348,7 +508,8 @@ def hf_dataset(dataset_name: str, config: str | None = None, **kwargs: Any) -> C
     """Download a Hugging Face Hub dataset with ``datasets.load_dataset`` and convert it (needs network).
 
     Args:
-        dataset_name: Hub id, e.g. ``"mnist"`` or ``"stanfordnlp/imdb"``.
+        dataset_name: Hub id, e.g. ``"mnist"`` or ``"stanfordnlp/imdb"``, or a folder written by
+            ``Dataset.save_to_disk`` / ``DatasetDict.save_to_disk`` (read offline).
         config: Dataset configuration name, if it has several.
         **kwargs: Passed to :func:`from_hf` (``input_column``, ``label_column``, ``image_size``, ...).
 
@@ -363,6 +524,10 @@ def hf_dataset(dataset_name: str, config: str | None = None, **kwargs: Any) -> C
         raise ValueError("empty Hugging Face dataset name; use 'hf:<owner>/<dataset>', e.g. 'hf:stanfordnlp/imdb'")
     import datasets
 
+    local = Path(dataset_name).expanduser()
+    if local.is_dir() and ((local / "dataset_dict.json").exists() or (local / "dataset_info.json").exists()):
+        # a dataset written with `save_to_disk`: read it without the Hub
+        return from_hf(datasets.load_from_disk(str(local)), name=f"hf:{dataset_name}", **kwargs)
     try:
         loaded = datasets.load_dataset(dataset_name, config)
     except Exception as e:  # network, auth, unknown name: all surface the same way
