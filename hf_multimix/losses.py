@@ -17,6 +17,7 @@ from torch.utils.checkpoint import checkpoint
 
 from ._checks import (
     AlphaLike,
+    check_attention,
     check_batch_size,
     check_distributions,
     check_lambda,
@@ -25,7 +26,15 @@ from ._checks import (
     check_rank,
     check_targets,
 )
-from .functional import _normalise, _position_weights, build_attention, masked_mean, one_hot_targets, sample_lambda
+from .functional import (
+    ATTENTION_KINDS,
+    _normalise,
+    _position_weights,
+    build_attention,
+    masked_mean,
+    one_hot_targets,
+    sample_lambda,
+)
 
 #: Mixed tensors of one chunk hold at most this many elements (float32: 256 MB), which bounds
 #: peak memory for large `n`, `r`, `c`. Work that fits in one chunk is not recomputed.
@@ -51,16 +60,18 @@ def _wide(t: Tensor) -> Tensor:
 
 
 def soft_cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
-    """Cross-entropy with probability targets over the last dim, at least float32, no reduction.
+    """Cross-entropy with probability targets over the last dim, no reduction, in the logits'
+    precision but at least float32 (float64 targets do not turn a float32 model's loss float64).
 
     Args:
         logits: `[..., c]`.
         targets: `[..., c]`.
 
     Returns:
-        `[...]` float32.
+        `[...]`, float32 (float64 for float64 logits).
     """
-    return -(_wide(targets) * F.log_softmax(_wide(logits), dim=-1)).sum(dim=-1)
+    logits = _wide(logits)
+    return -(targets.to(logits.dtype) * F.log_softmax(logits, dim=-1)).sum(dim=-1)
 
 
 def distillation_kl(logits: Tensor, teacher: Tensor, temperature: float) -> Tensor:
@@ -193,6 +204,14 @@ def dense_multimix_loss(
     m, r, _ = z.shape
     check_batch_size(m)
     check_positions(r)
+    # With one position the attention is not needed (nothing to weigh), but a wrong one is still wrong.
+    if isinstance(attention, Tensor):
+        if r == 1:  # with more positions build_attention checks it
+            check_attention(attention, m, r)
+    elif attention not in ATTENTION_KINDS:
+        raise ValueError(
+            f"unknown attention {attention!r}; choose one of {ATTENTION_KINDS}, or pass a tensor [m, r]."
+        )
     if lam is not None:
         check_lambda(lam, m, r, values=validate)
     if mask is not None:

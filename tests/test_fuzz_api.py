@@ -236,7 +236,7 @@ def check_mixed_targets(y_mix, y, lam, valid=None):
         assert (y_mix[~valid] == 0).all()
 
 
-@given(data=st.data(), m=st.integers(0, 5), n=st.integers(1, 8), d=st.integers(1, 4), c=st.integers(1, 4),
+@given(data=st.data(), m=st.sampled_from([1, 2, 3, 5, 0]), n=st.integers(1, 8), d=st.integers(1, 4), c=st.integers(1, 4),
        dtype=dtypes)
 def test_fuzz_multimix(data, m, n, d, c, dtype):
     z = torch.randn(m, d).to(dtype)
@@ -256,7 +256,7 @@ def test_fuzz_multimix(data, m, n, d, c, dtype):
         torch.testing.assert_close(z_mix, z.to(z_mix.dtype).expand(n, d), rtol=1e-2, atol=1e-2)
 
 
-@given(data=st.data(), m=st.integers(0, 4), n=st.integers(1, 6), r=st.integers(0, 4), d=st.integers(1, 3),
+@given(data=st.data(), m=st.sampled_from([1, 2, 4, 0]), n=st.integers(1, 6), r=st.sampled_from([1, 2, 4, 0]), d=st.integers(1, 3),
        c=st.integers(1, 4), dtype=dtypes)
 def test_fuzz_dense_multimix(data, m, n, r, d, c, dtype):
     z = torch.randn(m, r, d).to(dtype)
@@ -277,7 +277,7 @@ def test_fuzz_dense_multimix(data, m, n, r, d, c, dtype):
         assert torch.equal(valid, mask.any(0).expand(n, r))
 
 
-@given(data=st.data(), m=st.integers(0, 5), c=st.integers(1, 5), smoothing=st.floats(-0.5, 1.5))
+@given(data=st.data(), m=st.sampled_from([1, 2, 3, 5, 0]), c=st.integers(1, 5), smoothing=st.floats(-0.5, 1.5))
 def test_fuzz_one_hot_targets(data, m, c, smoothing):
     y, y_bad = data.draw(targets(m, c, data.draw(st.booleans()), batch_known=False), "targets")
     bad = (["label_smoothing"] if not 0 <= smoothing < 1 else None) or y_bad
@@ -298,7 +298,7 @@ def classifier(kind, d, c, dtype):
     return nn.Sequential(nn.Linear(d, 6), nn.Tanh(), nn.Linear(6, c)).to(dtype)
 
 
-@given(data=st.data(), dense=st.booleans(), m=st.integers(0, 5), n=st.integers(1, 12), r=st.integers(0, 3),
+@given(data=st.data(), dense=st.booleans(), m=st.sampled_from([1, 2, 3, 5, 0]), n=st.integers(1, 12), r=st.sampled_from([1, 2, 3, 0]),
        d=st.integers(1, 4), c=st.integers(1, 4), dtype=dtypes, head_kind=st.sampled_from(["linear", "mlp"]),
        smoothing=st.sampled_from([0.0, 0.1]), clean=st.sampled_from([0.0, 0.5]),
        chunk=st.sampled_from([None, 1, 3]), given_lam=st.booleans())
@@ -359,19 +359,19 @@ def _timm_model(dtype):
     return timm.create_model("resnet10t", pretrained=False, num_classes=3).to(dtype)
 
 
-@given(data=st.data(), m=st.integers(0, 5), dtype=dtypes, x_dtype=st.one_of(st.none(), dtypes),
+@given(data=st.data(), m=st.sampled_from([1, 2, 3, 5, 0]), dtype=dtypes, x_dtype=dtypes, x_same=st.integers(0, 3),
        size=st.sampled_from([16, 64]), dense=st.booleans(), mode=st.sampled_from(["train", "train", "eval"]),
        options=st.sampled_from([{}, {"distill_weight": 0.5}, {"distill_weight": 0.5, "teacher": "ema"},
                                 {"clean_weight": 1.0}, {"mixing": "pairwise"}, {"prob": 0.0},
                                 {"label_smoothing": 0.1}]),
        alpha=st.sampled_from([0.2, (0.5, 2.0)]), n=st.integers(1, 20))
-def test_fuzz_head(data, m, dtype, x_dtype, size, dense, mode, options, alpha, n):
+def test_fuzz_head(data, m, dtype, x_dtype, x_same, size, dense, mode, options, alpha, n):
     model = copy.deepcopy(_timm_model(dtype))
     attention = data.draw(st.sampled_from(["uniform", "pooled", "cam"]), "attention") if dense else "uniform"
     head = MultiMixHead(model, n=n, alpha=alpha, dense=dense, attention=attention, **options)
     head.train(mode == "train")
-    x = torch.randn(m, 3, size, size).to(x_dtype or dtype)
-    y, y_bad = data.draw(targets(m, 3, data.draw(st.booleans(), "invalid labels")), "labels")
+    x = torch.randn(m, 3, size, size).to(dtype if x_same else x_dtype)  # a quarter of the inputs: any dtype
+    y, y_bad = data.draw(targets(m, 3, data.draw(st.integers(0, 3), "invalid labels") == 0), "labels")
 
     # The plain model's own behaviour on this input: the head adds no failure of its own.
     plain = copy.deepcopy(model).train(mode == "train")
@@ -394,9 +394,9 @@ def test_fuzz_head(data, m, dtype, x_dtype, size, dense, mode, options, alpha, n
         return
     event("valid draw")
     assert not bad and plain_error is None, f"accepted an invalid draw (bad parts {bad}, plain: {plain_error!r})"
+    if mode == "eval":  # Section 4: in eval mode the logits are the wrapped model's, unchanged
+        torch.testing.assert_close(out if isinstance(out, torch.Tensor) else out.logits, reference)
+        return
     assert out.loss.dim() == 0 and out.loss.dtype == wide(dtype) and torch.isfinite(out.loss)
     out.loss.backward()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
-    if mode == "eval":  # Section 4: in eval mode the logits are the wrapped model's, unchanged
-        logits = out.logits if hasattr(out, "logits") else out
-        torch.testing.assert_close(logits, reference)
