@@ -83,6 +83,7 @@ def predict_proba(classifier: Classifier, inputs: Sequence[Any], batch_size: int
         >>> predict_proba(clf, ["great phone", "battery died"]).shape    # doctest: +SKIP
         torch.Size([2, 3])
     """
+    from .adapters.base import logits_of
     from .head import MultiMixHead
 
     key = "image" if classifier.modality == "image" else "text"
@@ -92,7 +93,7 @@ def predict_proba(classifier: Classifier, inputs: Sequence[Any], batch_size: int
     for start in range(0, len(inputs), batch_size):
         items = [{key: x, "label": 0} for x in inputs[start:start + batch_size]]
         batch = {k: v.to(device) for k, v in classifier.collate(items).items() if k != "labels"}
-        out.append(model(**batch).logits.float().softmax(-1).cpu())
+        out.append(logits_of(model(**batch)).float().softmax(-1).cpu())
     return torch.cat(out)
 
 
