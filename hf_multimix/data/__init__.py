@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
-from .base import ClassificationData, Split, split
+from .base import ClassificationData, Split, flip_labels, split
 from .embedded import TWEETS_CLASS_NAMES, digits, mnist, tweets, tweets_csv_path
 from .files import IMAGE_EXTENSIONS, from_hf, hf_dataset, image_folder, text_csv
 from .torch_data import ImageCollator, ImageDataset, TextCollator, TextDataset, torch_dataset
@@ -24,6 +24,7 @@ __all__ = [
     "ClassificationData",
     "Split",
     "split",
+    "flip_labels",
     "load_data",
     "EMBEDDED_DATASETS",
     "mnist",
