@@ -158,6 +158,9 @@ def prepare(args: argparse.Namespace, method: str = "erm") -> Prepared:
         rng = np.random.default_rng(args.seed)
         data = dataclasses.replace(data, eval=data.eval.subset(np.sort(rng.choice(len(data.eval), args.max_eval, replace=False))))
     name = args.model or DEFAULT_MODELS[data.modality]
+    # The seed fixes the initialisation too (a new classifier, or a whole model from scratch), so runs of
+    # different methods with the same seed start from the same weights and their difference is paired.
+    torch.manual_seed(args.seed)
     model, collate = _model_and_collator(name, data, args)
     g = torch.Generator().manual_seed(args.seed)
     train_loader = torch.utils.data.DataLoader(torch_dataset(data, "train"), batch_size=args.batch_size, shuffle=True,

@@ -89,3 +89,14 @@ def test_eval_every_evaluates_on_schedule_and_after_the_last_epoch(tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert [("eval_accuracy" in h) for h in metrics["history"]] == [False, True, True]
     assert metrics["best_eval_accuracy"] == max(h["eval_accuracy"] for h in metrics["history"][1:])
+
+
+def test_the_seed_fixes_the_initial_weights_whatever_ran_before():
+    argv = ["train", "--dataset", "digits", "--model", "resnet10t", "--train-per-class", "4", "--max-eval", "20",
+            "--image-size", "16", "--seed", "1", "--output-dir", "unused"]
+    first = prepare(build_parser().parse_args(argv)).model.state_dict()
+    torch.rand(1000)  # another run in the same process moves the global generator
+    second = prepare(build_parser().parse_args(argv)).model.state_dict()
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    other = prepare(build_parser().parse_args([*argv[:-4], "--seed", "2", "--output-dir", "unused"])).model.state_dict()
+    assert not all(torch.equal(first[k], other[k]) for k in first)
