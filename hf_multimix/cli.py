@@ -91,8 +91,9 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--label-smoothing", type=_unit_float, default=0.0)
     p.add_argument("--shared-lambda", action="store_true",
                    help="Dense MultiMix: one interpolation vector for all positions (default: one per position)")
-    p.add_argument("--clean-weight", type=_non_negative_float, default=0.0,
-                   help="MultiMix: weight of the clean-batch cross-entropy added to the loss (default 0)")
+    p.add_argument("--clean-weight", type=_non_negative_float, default=1.0,
+                   help="MultiMix: weight of the clean-batch cross-entropy added to the loss (default 1, the "
+                        "recipe study's choice; 0 is the paper's loss)")
     p.add_argument("--prob", type=_unit_float, default=1.0,
                    help="MultiMix / manifold mixup: probability to mix at a step; the other steps train with "
                         "plain cross-entropy (default 1)")
@@ -230,7 +231,9 @@ def head_for(method: str, model: Any, args: argparse.Namespace):
     if method in ("erm", "mixup", "cutmix"):
         return MultiMixHead(model, prob=0.0, label_smoothing=args.label_smoothing)
     if method == "manifold-mixup":
-        return MultiMixHead(model, alpha=alpha, mixing="pairwise", label_smoothing=args.label_smoothing, prob=args.prob)
+        # the standard baseline: mixed pairs only (the clean term is MultiMix's recipe, not manifold mixup's)
+        return MultiMixHead(model, alpha=alpha, mixing="pairwise", label_smoothing=args.label_smoothing, prob=args.prob,
+                            clean_weight=0.0)
     return MultiMixHead(model, n=args.n, alpha=alpha, dense=method == "dense-multimix", attention=args.attention,
                         distill_weight=args.distill_weight, label_smoothing=args.label_smoothing,
                         clean_weight=args.clean_weight, per_position=not args.shared_lambda, prob=args.prob)

@@ -100,3 +100,17 @@ def test_the_seed_fixes_the_initial_weights_whatever_ran_before():
     assert all(torch.equal(first[k], second[k]) for k in first)
     other = prepare(build_parser().parse_args([*argv[:-4], "--seed", "2", "--output-dir", "unused"])).model.state_dict()
     assert not all(torch.equal(first[k], other[k]) for k in first)
+
+
+def test_cli_and_head_share_the_default_recipe():
+    import inspect
+
+    head_defaults = inspect.signature(MultiMixHead).parameters
+    args = build_parser().parse_args(["train", "--output-dir", "unused"])
+    assert args.clean_weight == head_defaults["clean_weight"].default == 1.0
+    assert args.prob == head_defaults["prob"].default == 1.0
+    head = head_for("multimix", timm.create_model("resnet10t", pretrained=False, num_classes=3), args)
+    assert head.clean_weight == 1.0
+    # manifold mixup stays the standard baseline (mixed pairs only) whatever MultiMix's default
+    manifold = head_for("manifold-mixup", timm.create_model("resnet10t", pretrained=False, num_classes=3), args)
+    assert manifold.clean_weight == 0.0 and manifold.mixing == "pairwise"
