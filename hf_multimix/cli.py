@@ -93,7 +93,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                    help="Dense MultiMix: one interpolation vector for all positions (default: one per position)")
     p.add_argument("--clean-weight", type=_non_negative_float, default=1.0,
                    help="MultiMix: weight of the clean-batch cross-entropy added to the loss (default 1, the "
-                        "recipe study's choice; 0 is the paper's loss)")
+                        "recipe study's choice for clean labels; 0 is the paper's loss, far better with noisy labels)")
     p.add_argument("--prob", type=_unit_float, default=1.0,
                    help="MultiMix / manifold mixup: probability to mix at a step; the other steps train with "
                         "plain cross-entropy (default 1)")
