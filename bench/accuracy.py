@@ -43,6 +43,11 @@ SETTINGS: dict[str, list[str]] = {
     # A small timm model from scratch (no pretraining).
     "mnist-resnet10t-100": ["--dataset", "mnist", "--model", "resnet10t", "--train-per-class", "100", "--epochs",
                             "10", "--image-size", "32", "--max-eval", "2000"],
+    # The same with 20% / 40% of the training labels flipped to another class (held-out labels clean).
+    "mnist-resnet10t-100-noise20": ["--dataset", "mnist", "--model", "resnet10t", "--train-per-class", "100",
+                                    "--epochs", "10", "--image-size", "32", "--max-eval", "2000", "--label-noise", "0.2"],
+    "mnist-resnet10t-100-noise40": ["--dataset", "mnist", "--model", "resnet10t", "--train-per-class", "100",
+                                    "--epochs", "10", "--image-size", "32", "--max-eval", "2000", "--label-noise", "0.4"],
     # scikit-learn's 8x8 digits, pretrained EfficientNet-Lite0.
     "digits-lite0-50": ["--dataset", "digits", "--train-per-class", "50", "--epochs", "5", "--max-eval", "2000"],
     # Tweets sentiment (3 classes) with pretrained MiniLM-L6.
@@ -70,6 +75,15 @@ ABLATIONS: dict[str, dict[str, tuple[str, list[str]]]] = {
     "attention": {f"dense attention={a}": ("dense-multimix", ["--attention", a]) for a in ("pooled", "cam", "uniform")},
     # The clean-batch cross-entropy added to the MultiMix loss (METHOD.md choice, default 0).
     "clean": {f"multimix clean_weight={w}": ("multimix", ["--clean-weight", w]) for w in ("0", "0.5", "1.0")},
+    # Candidate default recipes, each paired with ERM on the same seeds (issue: a default that never loses to ERM).
+    "recipe": {
+        "erm": ("erm", []),
+        "multimix clean_weight=1.0": ("multimix", ["--clean-weight", "1.0"]),
+        "multimix clean_weight=0": ("multimix", ["--clean-weight", "0"]),
+        "manifold-mixup": ("manifold-mixup", []),
+        "mixup": ("mixup", []),
+        "cutmix": ("cutmix", []),
+    },
     "lambda": {
         "dense per-position lambda": ("dense-multimix", ["--attention", "pooled"]),
         "dense shared lambda": ("dense-multimix", ["--attention", "pooled", "--shared-lambda"]),
@@ -184,6 +198,60 @@ def mean_std(values: list[float]) -> str:
     return f"{100 * statistics.mean(values):.2f} +- {100 * statistics.stdev(values):.2f}"
 
 
+# Two-sided 95% quantiles of Student's t by degrees of freedom (seeds - 1), for paired intervals.
+_T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
+        11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 16: 2.120, 17: 2.110, 18: 2.101, 19: 2.093}
+
+
+def paired_interval(diffs: list[float]) -> tuple[float, float, float]:
+    """Mean and 95% t-interval `(mean, lo, hi)` of per-seed paired differences (accuracy fractions)."""
+    if len(diffs) < 2:
+        raise ValueError(f"a paired interval needs at least 2 seeds, got {len(diffs)}")
+    mean = statistics.mean(diffs)
+    half = _T95.get(len(diffs) - 1, 1.96) * statistics.stdev(diffs) / len(diffs) ** 0.5
+    return mean, mean - half, mean + half
+
+
+def interval_text(diffs: list[float]) -> str:
+    """`+0.12 [-0.30, +0.54]` in points, or `-` with fewer than 2 seeds."""
+    if len(diffs) < 2:
+        return "-"
+    mean, lo, hi = paired_interval(diffs)
+    return f"{100 * mean:+.2f} [{100 * lo:+.2f}, {100 * hi:+.2f}]"
+
+
+def verdict(diffs: list[float]) -> str:
+    """`win` when the whole 95% interval of the paired difference is above 0, `loss` below, else `tie`."""
+    _, lo, hi = paired_interval(diffs)
+    return "win" if lo > 0 else "loss" if hi < 0 else "tie"
+
+
+def finished_runs(out: str, setting: str) -> dict[str, dict[int, float]]:
+    """Final accuracy of every finished run of `setting`: `{variant: {seed: accuracy}}`."""
+    found: dict[str, dict[int, float]] = {}
+    for done in sorted(glob.glob(os.path.join(out, "runs", setting, "*", "seed*", "metrics.json"))):
+        with open(done) as f:
+            metrics = json.load(f)
+        found.setdefault(metrics["variant"], {})[metrics["seed"]] = metrics["eval_accuracy"]
+    return found
+
+
+def verdict_table(out: str, settings: list[str], variant: str, seeds: list[int]) -> str:
+    """`variant` against every other finished variant of each setting, paired on `seeds` (those both ran)."""
+    lines = [f"| setting | `{variant}` against | seeds | difference (points), mean [95% interval] | verdict |",
+             "|---|---|---|---|---|"]
+    for setting in settings:
+        runs = finished_runs(out, setting)
+        mine = runs.get(variant, {})
+        for other, theirs in runs.items():
+            common = [s for s in seeds if s in mine and s in theirs]
+            if other == variant or len(common) < 2:
+                continue
+            diffs = [mine[s] - theirs[s] for s in common]
+            lines.append(f"| {setting} | {other} | {len(common)} | {interval_text(diffs)} | {verdict(diffs)} |")
+    return "\n".join(lines)
+
+
 def finished_erm(out: str, settings: list[str], seeds: list[int]) -> dict[tuple[str, int], float]:
     """Final accuracy of the finished ERM runs, the baseline of every other row (ablations included)."""
     found = {}
@@ -207,8 +275,8 @@ def report(rows: list[dict[str, Any]], analysis: list[dict[str, Any]], path_md: 
     for setting in settings:
         lines += [f"### {setting}", "", f"`{' '.join(SETTINGS[setting])}`", "",
                   "| variant | seeds | final accuracy (%) | best-epoch accuracy (%) | final - ERM, same seed (points) "
-                  "| train time (s) |",
-                  "|---|---|---|---|---|---|"]
+                  "| 95% interval (points) | train time (s) |",
+                  "|---|---|---|---|---|---|---|"]
         variants = list(dict.fromkeys(r["variant"] for r in rows if r["setting"] == setting))
         # a seed fixes the data split and the initialisation, so per-seed differences to ERM are paired
         erm = {seed: acc for (name, seed), acc in (erm_runs or {}).items() if name == setting}
@@ -219,6 +287,7 @@ def report(rows: list[dict[str, Any]], analysis: list[dict[str, Any]], path_md: 
             lines.append(f"| {v} | {len(rs)} | {mean_std([r['eval_accuracy'] for r in rs])} | "
                          f"{mean_std([r['best_eval_accuracy'] for r in rs])} | "
                          f"{mean_std(paired) if v != 'erm' else '-'} | "
+                         f"{interval_text(paired) if v != 'erm' else '-'} | "
                          f"{statistics.mean(r['train_time_s'] for r in rs):.0f} |")
         lines.append("")
         an = [a for a in analysis if a["setting"] == setting]
@@ -242,12 +311,17 @@ def main() -> None:
     p.add_argument("--settings", default="mnist-lite0-100", help=f"comma-separated, from {', '.join(SETTINGS)}")
     p.add_argument("--methods", default=",".join(METHODS), help="comma-separated variants from METHODS")
     p.add_argument("--ablation", default=None, choices=sorted(ABLATIONS), help="run this ablation instead of methods")
+    p.add_argument("--variants", default=None,
+                   help="';'-separated subset of the ablation's variants to run (default: all of them)")
     p.add_argument("--seeds", default="0,1,2,3,4")
     p.add_argument("--analysis", action="store_true",
                    help="alignment, uniformity, ECE and a 2-D projection of the erm, mixup and multimix models")
     p.add_argument("--extra", default="", help="more CLI arguments for every run, e.g. '--epochs 3'")
     p.add_argument("--out", default="bench/results")
     p.add_argument("--report-only", action="store_true", help="only aggregate the finished runs")
+    p.add_argument("--verdict", default=None, metavar="VARIANT",
+                   help="also write <name>_verdict.md: VARIANT against every other finished variant of each "
+                        "setting (paired difference, 95%% interval, win/tie/loss)")
     p.add_argument("--name", default=None, help="report file name (default accuracy, or accuracy_<ablation>)")
     args = p.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -256,6 +330,11 @@ def main() -> None:
     os.makedirs(args.out, exist_ok=True)
 
     grid = ABLATIONS[args.ablation] if args.ablation else {m: METHODS[m] for m in args.methods.split(",")}
+    if args.variants:
+        unknown = [v for v in args.variants.split(";") if v not in grid]
+        if unknown:
+            p.error(f"unknown variants {unknown}; choose from {list(grid)}")
+        grid = {v: grid[v] for v in args.variants.split(";")}
     rows, analysis = [], []
     t0 = time.perf_counter()
     for setting in args.settings.split(","):
@@ -287,6 +366,11 @@ def main() -> None:
         json.dump({"rows": [{k: v for k, v in r.items() if k != "history"} for r in rows], "analysis": analysis},
                   f, indent=2)
     print(text)
+    if args.verdict:
+        table = verdict_table(args.out, args.settings.split(","), args.verdict, seeds)
+        with open(os.path.join(args.out, f"{name}_verdict.md"), "w") as f:
+            f.write(f"Command: `{command}`\n\n{table}\n")
+        print(table)
     print(f"({time.perf_counter() - t0:.0f}s)")
 
 

@@ -61,6 +61,11 @@ class TrainingConfig:
         progress: show tqdm progress bars on the main process.
         eval_before_training: evaluate the untrained model first (history entry with epoch 0),
             the no-training baseline.
+        eval_every: evaluate after every `eval_every` epochs and after the last one (a large
+            value: only at the end, which is cheaper and gives the same final model).
+        mix_off_epoch: stop mixing after this many epochs (None: mix to the end): the later
+            epochs train with the plain cross-entropy of the clean batch, with neither the
+            head's mixing nor `input_mix` (timm's `--mixup-off-epoch`).
     """
 
     output_dir: str
@@ -80,13 +85,15 @@ class TrainingConfig:
     save_checkpoints: bool = True
     progress: bool = True
     eval_before_training: bool = False
+    eval_every: int = 1
+    mix_off_epoch: int | None = None
 
     def __post_init__(self) -> None:
         if self.mixed_precision not in MIXED_PRECISION:
             raise ValueError(f"mixed_precision must be one of {MIXED_PRECISION}, got {self.mixed_precision!r}.")
         if self.input_mix not in INPUT_MIX:
             raise ValueError(f"input_mix must be one of {INPUT_MIX}, got {self.input_mix!r}.")
-        for name in ("epochs", "gradient_accumulation_steps"):
+        for name in ("epochs", "gradient_accumulation_steps", "eval_every"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}.")
@@ -94,6 +101,11 @@ class TrainingConfig:
             raise ValueError(f"lr must be > 0, got {self.lr}.")
         if not 0 <= self.warmup_ratio < 1:
             raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}.")
+        if self.mix_off_epoch is not None and (not isinstance(self.mix_off_epoch, int) or self.mix_off_epoch < 1):
+            raise ValueError(
+                f"mix_off_epoch must be a positive integer (the number of epochs that mix) or None, "
+                f"got {self.mix_off_epoch!r}."
+            )
 
 
 def _split(batch: dict[str, Any]) -> tuple[dict[str, Any], torch.Tensor]:
@@ -191,8 +203,11 @@ def train(
         history.append(record)
         accelerator.print(f"epoch 0 (before training)  eval_loss {record['eval_loss']:.4f}  "
                           f"eval_acc {record['eval_accuracy']:.4f}")
+    mix_prob = plain.prob
     for epoch in range(start_epoch, config.epochs):
         head.train()
+        mixing = config.mix_off_epoch is None or epoch < config.mix_off_epoch
+        plain.prob = mix_prob if mixing else 0.0  # prob 0: the head's plain cross-entropy of the clean batch
         t0 = time.perf_counter()
         loss_sum, seen = torch.zeros((), device=accelerator.device), 0
         limit = config.max_steps_per_epoch
@@ -204,7 +219,7 @@ def train(
             if limit and step >= limit:
                 break
             inputs, labels = _split(batch)
-            if mix_fn is not None:
+            if mix_fn is not None and mixing:
                 key = "pixel_values" if "pixel_values" in inputs else next(iter(inputs))
                 inputs[key], labels = mix_fn(inputs[key], labels)
             with accelerator.accumulate(head):
@@ -232,7 +247,7 @@ def train(
             "lr": scheduler.get_last_lr()[0],
             "epoch_time_s": time.perf_counter() - t0,
         }
-        if eval_loader is not None:
+        if eval_loader is not None and ((epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs):
             record.update(evaluate(head, eval_loader, accelerator, config.progress))
             best = max(best, record["eval_accuracy"])
             record["best_eval_accuracy"] = best
@@ -254,6 +269,7 @@ def train(
                                                  save_with_model),
                 )
         accelerator.wait_for_everyone()
+    plain.prob = mix_prob
     return history
 
 

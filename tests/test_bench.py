@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -118,4 +120,25 @@ def test_ablation_report_pairs_each_seed_with_the_finished_erm_run(tmp_path):
     rows = [{"setting": setting, "variant": "multimix n=10", "seed": s, "eval_accuracy": a, "best_eval_accuracy": a,
              "train_time_s": 1.0} for s, a in ((0, 0.95), (1, 0.80))]
     text = acc.report(rows, [], str(tmp_path / "r.md"), "cmd", erm)
-    assert "| multimix n=10 | 2 | 87.50 +- 10.61 | 87.50 +- 10.61 | 2.50 +- 3.54 | 1 |" in text
+    # 95% interval: 2.50 +- 12.706 * 3.54 / sqrt(2)
+    assert "| multimix n=10 | 2 | 87.50 +- 10.61 | 87.50 +- 10.61 | 2.50 +- 3.54 | +2.50 [-29.26, +34.26] | 1 |" in text
+
+
+def test_verdict_pairs_seeds_and_calls_win_tie_loss_from_the_interval(tmp_path):
+    acc = _load("accuracy")
+    setting = "mnist-resnet10t-100"
+    runs = {"erm": [0.90, 0.91, 0.92], "mine": [0.92, 0.925, 0.935], "close": [0.93, 0.90, 0.925],
+            "better": [0.95, 0.96, 0.97]}
+    for variant, accs in runs.items():
+        for seed, a in enumerate(accs):
+            path = acc.run_dir(str(tmp_path), setting, variant, seed)
+            os.makedirs(path)
+            with open(os.path.join(path, "metrics.json"), "w") as f:
+                json.dump({"variant": variant, "seed": seed, "eval_accuracy": a}, f)
+    table = acc.verdict_table(str(tmp_path), [setting], "mine", [0, 1, 2, 3])
+    rows = {line.split(" | ")[1]: line for line in table.splitlines()[2:]}
+    assert set(rows) == {"erm", "close", "better"}
+    assert rows["erm"].endswith("| 3 | +1.67 [+0.95, +2.38] | win |")  # diffs 2, 1.5, 1.5 points
+    assert rows["close"].endswith("| tie |") and rows["better"].endswith("| loss |")
+    with pytest.raises(ValueError, match="at least 2 seeds"):
+        acc.paired_interval([0.1])

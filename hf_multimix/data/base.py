@@ -185,3 +185,39 @@ def split(
         train=pool.subset(np.sort(np.concatenate(train_idx))),
         eval=pool.subset(np.sort(np.concatenate(eval_idx))),
     )
+
+
+def flip_labels(part: Split, fraction: float, num_classes: int, seed: int = 0) -> Split:
+    """Symmetric label noise: ``round(fraction * len(part))`` examples get another class.
+
+    The examples are drawn without replacement and each gets a class drawn uniformly from the
+    ``num_classes - 1`` others, with ``numpy.random.default_rng(seed)``: the same seed flips the
+    same labels. Used to test how a method copes with noisy training labels.
+
+    Args:
+        part: The split whose labels to corrupt (usually ``data.train``; keep ``eval`` clean).
+        fraction: Fraction of the examples to flip, in ``[0, 1]``.
+        num_classes: Number of classes (at least 2 when anything is flipped).
+        seed: Seed of the draw.
+
+    Returns:
+        A new ``Split`` with the same inputs and the flipped labels.
+
+    Example:
+        >>> noisy = flip_labels(Split(np.zeros((10, 2, 2), np.uint8), np.arange(10) % 2), 0.2, 2)
+        >>> int((noisy.labels != np.arange(10) % 2).sum())
+        2
+    """
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"label noise fraction must be in [0, 1], got {fraction}")
+    count = int(round(fraction * len(part)))
+    if count == 0:
+        return part
+    if num_classes < 2:
+        raise ValueError(f"flipping labels needs at least 2 classes, got {num_classes}")
+    rng = np.random.default_rng(seed)
+    idx = rng.choice(len(part), count, replace=False)
+    labels = part.labels.copy()
+    # an offset in [1, num_classes) never maps a label to itself
+    labels[idx] = (labels[idx] + rng.integers(1, num_classes, count)) % num_classes
+    return Split(part.inputs, labels)

@@ -1,0 +1,116 @@
+"""Recipe options the accuracy study measures: label noise, per-step probability, mixing off
+for the last epochs (the training loop and the CLI)."""
+
+import numpy as np
+import pytest
+import timm
+import torch
+
+from hf_multimix import MultiMixHead
+from hf_multimix.cli import build_parser, head_for, prepare
+from hf_multimix.data import Split, flip_labels
+from hf_multimix.training import TrainingConfig, train
+
+
+def test_flip_labels_flips_the_requested_count_to_other_classes_reproducibly():
+    labels = np.arange(200) % 10
+    part = Split(np.zeros((200, 2, 2), np.uint8), labels)
+    noisy = flip_labels(part, 0.4, 10, seed=3)
+    changed = noisy.labels != labels
+    assert changed.sum() == 80  # every drawn example moves to another class, none keeps its own
+    assert np.array_equal(noisy.labels, flip_labels(part, 0.4, 10, seed=3).labels)
+    assert not np.array_equal(noisy.labels, flip_labels(part, 0.4, 10, seed=4).labels)
+    assert noisy.labels.min() >= 0 and noisy.labels.max() <= 9
+    assert noisy.inputs is part.inputs and np.array_equal(part.labels, labels)  # the input split is not touched
+    assert flip_labels(part, 0.0, 10) is part
+
+
+def test_flip_labels_errors():
+    part = Split(np.zeros((4, 2, 2), np.uint8), np.zeros(4, np.int64))
+    with pytest.raises(ValueError, match=r"label noise fraction must be in \[0, 1\], got 1.5"):
+        flip_labels(part, 1.5, 3)
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        flip_labels(part, 0.5, 1)
+
+
+def test_label_noise_corrupts_training_labels_only():
+    argv = ["train", "--dataset", "digits", "--model", "resnet10t", "--train-per-class", "20", "--max-eval", "100",
+            "--image-size", "16", "--output-dir", "unused"]
+    clean = prepare(build_parser().parse_args(argv))
+    noisy = prepare(build_parser().parse_args([*argv, "--label-noise", "0.2"]))
+    y_clean, y_noisy = clean.train_loader.dataset.split.labels, noisy.train_loader.dataset.split.labels
+    assert (y_clean != y_noisy).sum() == 40  # 20% of 200
+    assert np.array_equal(clean.eval_loader.dataset.split.labels, noisy.eval_loader.dataset.split.labels)
+
+
+def test_prob_reaches_multimix_and_manifold_mixup_heads():
+    args = build_parser().parse_args(["train", "--prob", "0.5", "--output-dir", "unused"])
+    for method in ("multimix", "manifold-mixup", "dense-multimix"):
+        head = head_for(method, timm.create_model("resnet10t", pretrained=False, num_classes=3), args)
+        assert head.prob == 0.5
+    assert head_for("erm", timm.create_model("resnet10t", pretrained=False, num_classes=3), args).prob == 0.0
+
+
+def _loader(n=16, batch=8):
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(n, 3, 16, 16, generator=g), torch.arange(n) % 3
+    return [{"pixel_values": x[i:i + batch], "labels": y[i:i + batch]} for i in range(0, n, batch)]
+
+
+@pytest.mark.parametrize("input_mix", [None, "mixup"])
+def test_mix_off_epoch_trains_the_last_epochs_with_plain_cross_entropy(tmp_path, input_mix):
+    head = MultiMixHead(timm.create_model("resnet10t", pretrained=False, num_classes=3), n=16, prob=0.7)
+    seen = []  # (head.prob, labels are class ids) at each training forward
+    head.register_forward_pre_hook(lambda m, a, kw: seen.append((m.prob, kw["labels"].dim() == 1)) if m.training
+                                   else None, with_kwargs=True)
+    config = TrainingConfig(output_dir=str(tmp_path), epochs=3, mix_off_epoch=2, input_mix=input_mix,
+                            save_checkpoints=False, progress=False)
+    history = train(head, _loader(), None, config)
+    assert len(history) == 3
+    # two batches an epoch: two epochs with the head's own prob (and soft input-mixed targets), then plain CE
+    assert seen == [(0.7, input_mix is None)] * 4 + [(0.0, True)] * 2
+    assert head.prob == 0.7  # restored after training
+
+
+def test_mix_off_epoch_is_validated():
+    with pytest.raises(ValueError, match="mix_off_epoch must be a positive integer"):
+        TrainingConfig(output_dir="unused", mix_off_epoch=0)
+
+
+def test_eval_every_evaluates_on_schedule_and_after_the_last_epoch(tmp_path):
+    from hf_multimix.cli import main
+
+    out = tmp_path / "run"
+    assert main(["train", "--dataset", "digits", "--model", "resnet10t", "--epochs", "3", "--eval-every", "2",
+                 "--train-per-class", "4", "--max-eval", "20", "--image-size", "16", "--batch-size", "20",
+                 "--no-progress", "--output-dir", str(out)]) == 0
+    import json
+
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert [("eval_accuracy" in h) for h in metrics["history"]] == [False, True, True]
+    assert metrics["best_eval_accuracy"] == max(h["eval_accuracy"] for h in metrics["history"][1:])
+
+
+def test_the_seed_fixes_the_initial_weights_whatever_ran_before():
+    argv = ["train", "--dataset", "digits", "--model", "resnet10t", "--train-per-class", "4", "--max-eval", "20",
+            "--image-size", "16", "--seed", "1", "--output-dir", "unused"]
+    first = prepare(build_parser().parse_args(argv)).model.state_dict()
+    torch.rand(1000)  # another run in the same process moves the global generator
+    second = prepare(build_parser().parse_args(argv)).model.state_dict()
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    other = prepare(build_parser().parse_args([*argv[:-4], "--seed", "2", "--output-dir", "unused"])).model.state_dict()
+    assert not all(torch.equal(first[k], other[k]) for k in first)
+
+
+def test_cli_and_head_share_the_default_recipe():
+    import inspect
+
+    head_defaults = inspect.signature(MultiMixHead).parameters
+    args = build_parser().parse_args(["train", "--output-dir", "unused"])
+    assert args.clean_weight == head_defaults["clean_weight"].default == 1.0
+    assert args.prob == head_defaults["prob"].default == 1.0
+    head = head_for("multimix", timm.create_model("resnet10t", pretrained=False, num_classes=3), args)
+    assert head.clean_weight == 1.0
+    # manifold mixup stays the standard baseline (mixed pairs only) whatever MultiMix's default
+    manifold = head_for("manifold-mixup", timm.create_model("resnet10t", pretrained=False, num_classes=3), args)
+    assert manifold.clean_weight == 0.0 and manifold.mixing == "pairwise"
