@@ -27,8 +27,9 @@ HEADER = """# Support matrix
 
 Every row is tested on every run of the suite, pooled and dense, with a tiny model built from a
 config (no download): the head takes the model with no adapter code, is exactly the model in eval
-mode, gives the model's own cross-entropy on a batch of identical examples, and sends gradients to
-every parameter plain cross-entropy reaches; dense text losses ignore what sits in padded slots.
+mode, gives the model's own cross-entropy on a batch of identical examples (every mix is that
+example; the default adds the clean-batch term once more), and sends gradients to every parameter
+plain cross-entropy reaches; dense text losses ignore what sits in padded slots.
 PEFT (LoRA, `task_type="SEQ_CLS"`) and `torch.compile` models are tested on top (BERT, ELECTRA,
 GPT-2). This page is written by `python tests/support_matrix.py` from the tests' own tables;
 a test fails when it is stale.

@@ -53,15 +53,17 @@ def test_taken_as_is_and_exactly_the_model_in_eval(fam: Family) -> None:
 @pytest.mark.parametrize("fam", FAMILIES, ids=ids)
 def test_identical_examples_pooled_loss_is_the_models_cross_entropy(fam: Family) -> None:
     model = build(fam)
-    head = MultiMixHead(model, n=50)
-    head.train()
-    model.eval()  # dropout off; the head still mixes (it trains)
+    model.eval()  # dropout off; the heads still mix (they train)
     inputs = repeat_first(make_inputs(fam, 4), 4)
     y = torch.full((4,), 2)
-    loss = head(**inputs, labels=y).loss
     with torch.no_grad():
         ref = F.cross_entropy(model(**inputs).logits, y)
-    torch.testing.assert_close(loss.detach(), ref, atol=1e-5, rtol=1e-5)
+    for clean_weight in (0.0, 1.0):  # the paper's loss, then the default's added clean-batch term
+        head = MultiMixHead(model, n=50, clean_weight=clean_weight)
+        head.train()
+        model.eval()
+        loss = head(**inputs, labels=y).loss
+        torch.testing.assert_close(loss.detach(), (1 + clean_weight) * ref, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("dense", [False, True], ids=["pooled", "dense"])
@@ -96,7 +98,9 @@ TEXT_CASES = [(f, side) for f in FAMILIES if f.text for side in ("right", "left"
 @pytest.mark.parametrize("fam, side", TEXT_CASES, ids=[f"{f.name}-{s}" for f, s in TEXT_CASES])
 def test_dense_text_loss_ignores_padded_content(fam: Family, side: str) -> None:
     model = build(fam)
-    head = MultiMixHead(model, n=50, dense=True)
+    # The dense MultiMix loss alone: the default's clean-batch term is the model's own cross-entropy,
+    # which reads whatever token the model pools (a padded slot, for a left-padded encoder).
+    head = MultiMixHead(model, n=50, dense=True, clean_weight=0.0)
     head.train()
     model.eval()
     losses = []
