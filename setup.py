@@ -17,6 +17,7 @@ setup(
         "accelerate>=0.30",
         "safetensors>=0.4",
         "tqdm>=4.60",
+        "pyyaml>=5.4",  # args.yaml and --config
     ],
     extras_require={
         "test": ["pytest>=7", "hypothesis>=6", "pytest-xdist>=3", "efficientnet-lite-pytorch>=0.1", "peft>=0.13"],
