@@ -292,3 +292,25 @@ def test_dense_positions_batched_or_one_by_one_are_the_same(name: str, monkeypat
         tokens.append(head.adapter.features(inputs, tokens=True).tokens)
     assert tokens[0].shape[1] > 1
     torch.testing.assert_close(tokens[1], tokens[0], atol=1e-5, rtol=1e-5)
+
+
+def test_dense_replay_leaves_batch_norm_statistics_to_the_real_batch() -> None:
+    """LeViT's head is BatchNorm1d + Linear: replayed positions use, and never update, its running
+    statistics, so a dense step moves them exactly as the model's own forward on the batch does."""
+    config = tf.LevitConfig(image_size=64, patch_size=16, hidden_sizes=[16, 24, 32], num_attention_heads=[1, 2, 2],
+                            depths=[1, 1, 1], key_dim=[8, 8, 8], down_ops=[["Subsample", 8, 1, 4, 2, 2]] * 2,
+                            num_labels=C)
+    torch.manual_seed(0)
+    model = tf.LevitForImageClassification(config)
+    x = torch.randn(4, 3, 64, 64)
+    twin = tf.LevitForImageClassification(config)
+    twin.load_state_dict(model.state_dict())
+    twin.train()
+    twin(pixel_values=x)  # one plain training forward
+    head = MultiMixHead(model, n=10, dense=True)
+    head.train()
+    head(pixel_values=x, labels=LABELS).loss.backward()
+    norms = [(n, b) for n, b in model.named_buffers() if n.startswith("classifier.batch_norm")]
+    assert len(norms) == 3  # running mean, running variance, batches tracked
+    for name, buf in norms:
+        torch.testing.assert_close(buf, dict(twin.named_buffers())[name])

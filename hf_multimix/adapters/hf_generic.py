@@ -42,6 +42,7 @@ from typing import Any, ClassVar, Iterator
 
 import torch
 from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from . import register_builtin
 from .base import (
@@ -89,6 +90,21 @@ def _replaced_forward(module: nn.Module, output: Any) -> Iterator[None]:
         yield
     finally:
         del module.forward
+
+
+@contextmanager
+def _batch_norms_frozen(model: nn.Module) -> Iterator[None]:
+    """Batch norms use their running statistics during a replay: statistics over replayed positions
+    are not those over examples, and the replay must not update the running averages (the timm
+    adapter's rule for heads run per position)."""
+    norms = [m for m in model.modules() if isinstance(m, _BatchNorm) and m.training]
+    for m in norms:
+        m.training = False
+    try:
+        yield
+    finally:
+        for m in norms:
+            m.training = True
 
 
 @contextmanager
@@ -366,7 +382,8 @@ class HFGenericAdapter(BackboneAdapter):
             fields["pooler_output"] = self._pool(hidden, base_out)
         stub = type(base_out)(**fields) if not isinstance(base_out, tuple) else (hidden,)
         record: list = []
-        with _replaced_forward(self.model.base_model, stub), _hooks([self._final], record):
+        with _replaced_forward(self.model.base_model, stub), _hooks([self._final], record), \
+                _batch_norms_frozen(self.model):
             self.model(**inputs)
         z = record[-1][1]
         return z.reshape(z.shape[0], -1)
