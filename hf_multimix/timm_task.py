@@ -34,6 +34,7 @@ except ImportError as error:  # timm before 1.0.23 has no task API
     ) from error
 
 from ._wrap import HEAD_OPTIONS, wrap_model
+from .adapters.base import logits_of
 from .head import MultiMixHead, MultiMixOutput
 
 __all__ = ["MultiMixTask"]
@@ -169,7 +170,7 @@ class MultiMixTask(ClassificationTask):
         out = self.trainable_module(input, labels=target)
         if isinstance(out, MultiMixOutput):
             return {"loss": out.loss, "output": out.logits}
-        logits = out if isinstance(out, Tensor) else out.logits
+        logits = logits_of(out)
         return {"loss": self.criterion(logits, target), "output": logits}
 
     def get_clip_parameters(self, exclude_head: bool = False):

@@ -9,6 +9,7 @@ a function on `[..., d]` and says whether it is affine (then the exact logit sho
 
 from __future__ import annotations
 
+import functools
 import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
@@ -202,11 +203,25 @@ def check_single_label_config(model: nn.Module) -> int:
 _COMMON_HF_KWARGS = frozenset({"return_dict", "output_attentions", "output_hidden_states"})
 
 
+@functools.lru_cache(maxsize=None)
+def _forward_params(cls: type) -> frozenset[str]:
+    """The named parameters of a model class's `forward` (read once per class: this runs every step)."""
+    signature = inspect.signature(cls.forward)
+    return frozenset(name for name, p in signature.parameters.items()
+                     if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and name != "self")
+
+
+def has_class(model: nn.Module, name: str) -> bool:
+    """Whether `model` is an instance of a class called `name` (or of a subclass of it).
+
+    Matching by name keeps the adapters from importing the transformers modelling files.
+    """
+    return any(klass.__name__ == name for klass in type(model).__mro__)
+
+
 def check_input_names(model: nn.Module, inputs: Mapping[str, Any]) -> None:
     """Raises a `TypeError` naming the inputs a Hugging Face model's forward does not take."""
-    signature = inspect.signature(type(model).forward)  # the class's interface, not a patched instance
-    params = {name for name, p in signature.parameters.items()
-              if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and name != "self"}
+    params = _forward_params(type(model))  # the class's interface, not a patched instance
     if not params:
         return
     unknown = sorted(k for k in inputs if k not in params and k not in _COMMON_HF_KWARGS and k != "labels")

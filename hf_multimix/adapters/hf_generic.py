@@ -51,6 +51,7 @@ from .base import (
     _out_features,
     check_input_names,
     check_single_label_config,
+    has_class,
     is_affine_layer,
     logits_of,
 )
@@ -60,10 +61,6 @@ from .base import (
 REPLAY_CHUNK_BYTES = 64 * 2**20
 #: Embedding parameters that prepend tokens that are not positions (CLS, distillation, registers).
 _PREFIX_PARAMS = ("cls_token", "distillation_token", "dist_token", "register_tokens")
-
-
-def _is_hf_model(model: nn.Module) -> bool:
-    return any(k.__name__ == "PreTrainedModel" for k in type(model).__mro__) and hasattr(model, "config")
 
 
 @contextmanager
@@ -169,7 +166,7 @@ class HFGenericAdapter(BackboneAdapter):
 
     @classmethod
     def matches(cls, model: nn.Module) -> bool:
-        return _is_hf_model(model)
+        return has_class(model, "PreTrainedModel") and hasattr(model, "config")
 
     # ----------------------------------------------------------------- contract
     @property

@@ -30,15 +30,14 @@ from typing import Any, ClassVar
 from torch import Tensor, nn
 
 from . import register_builtin
-from .base import BackboneAdapter, Features, check_input_names, check_single_label_config, tokens_from_map
-
-
-def _has_class(model: nn.Module, name: str) -> bool:
-    """Whether `model` is an instance of a class called `name` (or of a subclass of it).
-
-    Matching by name keeps `find_adapter` from importing the transformers modelling files.
-    """
-    return any(klass.__name__ == name for klass in type(model).__mro__)
+from .base import (
+    BackboneAdapter,
+    Features,
+    check_input_names,
+    check_single_label_config,
+    has_class,
+    tokens_from_map,
+)
 
 
 class HFClassifierAdapter(BackboneAdapter):
@@ -60,7 +59,7 @@ class HFClassifierAdapter(BackboneAdapter):
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__(model)
-        if not _has_class(model, self.head_class):
+        if not has_class(model, self.head_class):
             raise TypeError(
                 f"{type(model).__name__} has no classification head that MultiMix can train: use "
                 f"transformers.{self.head_class} (e.g. {self.head_class}.from_pretrained(name, num_labels=c) "
@@ -75,7 +74,7 @@ class HFClassifierAdapter(BackboneAdapter):
         use); any other classifier of the family's config is left to the generic adapter."""
         if getattr(getattr(model, "config", None), "model_type", None) not in cls.model_types:
             return False
-        return _has_class(model, cls.head_class) or not type(model).__name__.endswith("Classification")
+        return has_class(model, cls.head_class) or not type(model).__name__.endswith("Classification")
 
     @property
     def num_classes(self) -> int:
@@ -243,7 +242,7 @@ class DeiTAdapter(ViTAdapter):
     prefix_tokens = 2
 
     def __init__(self, model: nn.Module) -> None:
-        if _has_class(model, "DeiTForImageClassificationWithTeacher"):
+        if has_class(model, "DeiTForImageClassificationWithTeacher"):
             raise TypeError(
                 "DeiTForImageClassificationWithTeacher averages two heads and is for inference only; fine-tune "
                 "transformers.DeiTForImageClassification (e.g. .from_pretrained(name, num_labels=c)) instead."
