@@ -219,6 +219,16 @@ def has_class(model: nn.Module, name: str) -> bool:
     return any(klass.__name__ == name for klass in type(model).__mro__)
 
 
+def refuse_labels(adapter: BackboneAdapter, inputs: Mapping[str, Any]) -> None:
+    """Labels never reach a Hugging Face model: it would compute its own loss, possibly on soft
+    (mixed) targets, and write `problem_type` into its config."""
+    if "labels" in inputs:
+        raise ValueError(
+            f"{type(adapter).__name__} got 'labels' among the model inputs; pass labels to MultiMixHead "
+            "(head(..., labels=y)), never to the wrapped model."
+        )
+
+
 def check_input_names(model: nn.Module, inputs: Mapping[str, Any]) -> None:
     """Raises a `TypeError` naming the inputs a Hugging Face model's forward does not take."""
     params = _forward_params(type(model))  # the class's interface, not a patched instance

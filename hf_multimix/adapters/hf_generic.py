@@ -54,6 +54,7 @@ from .base import (
     has_class,
     is_affine_layer,
     logits_of,
+    refuse_labels,
 )
 
 #: Bytes of replayed hidden states (and repeated inputs) the dense generic path sends through the
@@ -205,11 +206,7 @@ class HFGenericAdapter(BackboneAdapter):
 
     def forward_model(self, inputs: Mapping[str, Any], module: nn.Module | None = None) -> Any:
         """Exactly `model(**inputs)`; labels are refused (the model would compute its own loss)."""
-        if "labels" in inputs:
-            raise ValueError(
-                f"{type(self).__name__} got 'labels' among the model inputs; pass labels to MultiMixHead "
-                "(head(..., labels=y)), never to the wrapped model."
-            )
+        refuse_labels(self, inputs)
         return (self.model if module is None else module)(**inputs)
 
     def batch_size(self, inputs: Mapping[str, Any]) -> int:
@@ -240,8 +237,7 @@ class HFGenericAdapter(BackboneAdapter):
                 f"attention='cls' needs a ViT-like model with a hand-written adapter; {type(self.model).__name__} "
                 "takes the generic path. Use attention='uniform', 'pooled' or 'cam'."
             )
-        if "labels" in inputs:
-            self.forward_model(inputs)  # raises: labels never reach the model
+        refuse_labels(self, inputs)
         base = getattr(self.model, "base_model", self.model)
         base_out: list[Any] = []
         grab = base.register_forward_hook(lambda mod, args, out: base_out.append(out)) if tokens and not self._per_token \

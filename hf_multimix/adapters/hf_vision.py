@@ -36,6 +36,7 @@ from .base import (
     check_input_names,
     check_single_label_config,
     has_class,
+    refuse_labels,
     tokens_from_map,
 )
 
@@ -82,12 +83,7 @@ class HFClassifierAdapter(BackboneAdapter):
 
     def _model_inputs(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
         """The inputs for the base model: labels refused, outputs as a dataclass."""
-        if "labels" in inputs:
-            # The model would compute its own loss, possibly on soft (mixed) targets.
-            raise ValueError(
-                f"{type(self).__name__} got 'labels' among the model inputs; pass labels to MultiMixHead "
-                "(head(..., labels=y)), never to the wrapped model."
-            )
+        refuse_labels(self, inputs)
         kwargs = dict(inputs)
         kwargs["return_dict"] = True
         return kwargs
