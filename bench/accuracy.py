@@ -43,6 +43,10 @@ SETTINGS: dict[str, list[str]] = {
     # A small timm model from scratch (no pretraining).
     "mnist-resnet10t-100": ["--dataset", "mnist", "--model", "resnet10t", "--train-per-class", "100", "--epochs",
                             "10", "--image-size", "32", "--max-eval", "2000"],
+    # Longer from scratch: 4,000 of the 5,000 embedded MNIST digits (400 per class, the other 1,000 held out),
+    # 20 epochs.
+    "mnist-resnet10t-400": ["--dataset", "mnist", "--model", "resnet10t", "--train-per-class", "400", "--epochs",
+                            "20", "--image-size", "32", "--max-eval", "1000"],
     # The same with 20% / 40% of the training labels flipped to another class (held-out labels clean).
     "mnist-resnet10t-100-noise20": ["--dataset", "mnist", "--model", "resnet10t", "--train-per-class", "100",
                                     "--epochs", "10", "--image-size", "32", "--max-eval", "2000", "--label-noise", "0.2"],
@@ -50,9 +54,18 @@ SETTINGS: dict[str, list[str]] = {
                                     "--epochs", "10", "--image-size", "32", "--max-eval", "2000", "--label-noise", "0.4"],
     # scikit-learn's 8x8 digits, pretrained EfficientNet-Lite0.
     "digits-lite0-50": ["--dataset", "digits", "--train-per-class", "50", "--epochs", "5", "--max-eval", "2000"],
+    # A noisy fine-tune: the same with 40% of the training labels flipped.
+    "digits-lite0-50-noise40": ["--dataset", "digits", "--train-per-class", "50", "--epochs", "5", "--max-eval", "2000",
+                                "--label-noise", "0.4"],
+    # Longer from scratch: 150 digits per class (1,500 of the 1,797; the other 297 held out), 30 epochs.
+    "digits-resnet10t-150": ["--dataset", "digits", "--model", "resnet10t", "--train-per-class", "150", "--epochs",
+                             "30", "--image-size", "32", "--max-eval", "2000"],
     # Tweets sentiment (3 classes) with pretrained MiniLM-L6.
     "tweets-minilm-200": ["--dataset", "tweets", "--train-per-class", "200", "--epochs", "3", "--max-eval", "1000",
                           "--lr", "1e-4", "--max-length", "48"],
+    # The same with five times the tweets (1,000 per class).
+    "tweets-minilm-1000": ["--dataset", "tweets", "--train-per-class", "1000", "--epochs", "3", "--max-eval", "1000",
+                           "--lr", "1e-4", "--max-length", "48"],
 }
 
 # name -> (method, extra CLI arguments)
@@ -83,6 +96,15 @@ ABLATIONS: dict[str, dict[str, tuple[str, list[str]]]] = {
         "manifold-mixup": ("manifold-mixup", []),
         "mixup": ("mixup", []),
         "cutmix": ("cutmix", []),
+        # The recipe options, each with the default's clean term.
+        "multimix prob=0.5": ("multimix", ["--clean-weight", "1.0", "--prob", "0.5"]),
+        "multimix mix-off-epoch=4": ("multimix", ["--clean-weight", "1.0", "--mix-off-epoch", "4"]),
+        "dense-multimix clean_weight=1.0": ("dense-multimix", ["--clean-weight", "1.0"]),
+        "multimix+sd clean_weight=1.0": ("multimix", ["--clean-weight", "1.0", "--distill-weight", "0.5"]),
+        # Each step mixes at one of two layers: MultiMix at the last one, or CutMix of the images.
+        "multimix+cutmix prob=0.5": ("multimix", ["--clean-weight", "1.0", "--prob", "0.5", "--other-steps", "cutmix"]),
+        "multimix+cutmix prob=0.5 clean_weight=0": ("multimix", ["--clean-weight", "0", "--prob", "0.5",
+                                                                 "--other-steps", "cutmix"]),
     },
     "lambda": {
         "dense per-position lambda": ("dense-multimix", ["--attention", "pooled"]),
@@ -236,14 +258,17 @@ def finished_runs(out: str, setting: str) -> dict[str, dict[int, float]]:
     return found
 
 
-def verdict_table(out: str, settings: list[str], variant: str, seeds: list[int]) -> str:
-    """`variant` against every other finished variant of each setting, paired on `seeds` (those both ran)."""
+def verdict_table(out: str, settings: list[str], variant: str, seeds: list[int],
+                  against: list[str] | None = None) -> str:
+    """`variant` against every other finished variant of each setting (or those in `against`, in that order),
+    paired on `seeds` (those both ran)."""
     lines = [f"| setting | `{variant}` against | seeds | difference (points), mean [95% interval] | verdict |",
              "|---|---|---|---|---|"]
     for setting in settings:
         runs = finished_runs(out, setting)
         mine = runs.get(variant, {})
-        for other, theirs in runs.items():
+        others = runs if against is None else {v: runs[v] for v in against if v in runs}
+        for other, theirs in others.items():
             common = [s for s in seeds if s in mine and s in theirs]
             if other == variant or len(common) < 2:
                 continue
@@ -306,6 +331,22 @@ def report(rows: list[dict[str, Any]], analysis: list[dict[str, Any]], path_md: 
     return text
 
 
+def restore_runs(report_json: str, out: str) -> int:
+    """Write each row of a report's json as its run's metrics.json (an existing run is kept)."""
+    with open(report_json) as f:
+        rows = json.load(f)["rows"]
+    written = 0
+    for row in rows:
+        done = os.path.join(run_dir(out, row["setting"], row["variant"], row["seed"]), "metrics.json")
+        if os.path.exists(done):
+            continue
+        os.makedirs(os.path.dirname(done), exist_ok=True)
+        with open(done, "w") as f:
+            json.dump({**row, "restored_from": report_json}, f, indent=2)
+        written += 1
+    return written
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--settings", default="mnist-lite0-100", help=f"comma-separated, from {', '.join(SETTINGS)}")
@@ -322,8 +363,16 @@ def main() -> None:
     p.add_argument("--verdict", default=None, metavar="VARIANT",
                    help="also write <name>_verdict.md: VARIANT against every other finished variant of each "
                         "setting (paired difference, 95%% interval, win/tie/loss)")
+    p.add_argument("--against", default=None, metavar="VARIANTS",
+                   help="';'-separated variants the --verdict variant is compared with (default: every other)")
     p.add_argument("--name", default=None, help="report file name (default accuracy, or accuracy_<ablation>)")
+    p.add_argument("--restore", default=None, metavar="REPORT_JSON",
+                   help="write the finished runs recorded in a committed report (e.g. bench/results/study.json) "
+                        "back under <out>/runs (runs are not committed), so a fresh clone can aggregate them")
     args = p.parse_args()
+    if args.restore:
+        print(f"restored {restore_runs(args.restore, args.out)} runs from {args.restore}")
+        return
     seeds = [int(s) for s in args.seeds.split(",")]
     extra_common = args.extra.split()
     command = "python bench/accuracy.py " + " ".join(sys.argv[1:])
@@ -367,7 +416,8 @@ def main() -> None:
                   f, indent=2)
     print(text)
     if args.verdict:
-        table = verdict_table(args.out, args.settings.split(","), args.verdict, seeds)
+        table = verdict_table(args.out, args.settings.split(","), args.verdict, seeds,
+                              args.against.split(";") if args.against else None)
         with open(os.path.join(args.out, f"{name}_verdict.md"), "w") as f:
             f.write(f"Command: `{command}`\n\n{table}\n")
         print(table)

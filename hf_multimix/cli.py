@@ -108,6 +108,10 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prob", type=_unit_float, default=1.0,
                    help="MultiMix / manifold mixup: probability to mix at a step; the other steps train with "
                         "plain cross-entropy (default 1)")
+    p.add_argument("--other-steps", default="ce", choices=["ce", "mixup", "cutmix"],
+                   help="MultiMix / manifold mixup with --prob < 1: what the steps that do not mix at the last "
+                        "layer train with: the clean batch's cross-entropy (ce, default), or input mixup / CutMix "
+                        "of the images, so each step mixes at one of two layers (images only)")
     p.add_argument("--mix-off-epoch", type=_positive_int, default=None,
                    help="stop mixing (every method) after this many epochs; the later epochs train with plain "
                         "cross-entropy, as timm's --mixup-off-epoch (default: mix to the end)")
@@ -215,11 +219,21 @@ def prepare(args: argparse.Namespace, method: str = "erm") -> Prepared:
     from .data import flip_labels, load_splits, torch_dataset
     from .models import create_classifier, input_size
 
+    other = getattr(args, "other_steps", "ce")
+    if other != "ce":
+        if method not in ("multimix", "dense-multimix", "manifold-mixup"):
+            raise ValueError(f"--other-steps {other} shares the steps with a last-layer mixing method; --method {method} "
+                             "has none. Use --method multimix (or dense-multimix, manifold-mixup) with --prob < 1.")
+        if not 0.0 < args.prob < 1.0:
+            raise ValueError(f"--other-steps {other} trains the steps that do not mix at the last layer; with --prob "
+                             f"{args.prob:g} there are none. Pass --prob between 0 and 1, e.g. --prob 0.5.")
     data = load_splits(args.dataset, val_dataset=args.val_dataset, val_split=args.val_split,
                        train_per_class=args.train_per_class, max_eval=args.max_eval, seed=args.seed,
                        image_size=input_size(args.model, args.image_size))
     if method in ("mixup", "cutmix") and data.modality != "image":
         raise ValueError(f"--method {method} mixes input images; {args.dataset!r} is text. Use manifold-mixup or multimix.")
+    if other != "ce" and data.modality != "image":
+        raise ValueError(f"--other-steps {other} mixes input images; {args.dataset!r} is text. Use --other-steps ce.")
     if getattr(args, "label_noise", 0.0):
         data = dataclasses.replace(data, train=flip_labels(data.train, args.label_noise, data.num_classes, args.seed))
     # The seed fixes the initialisation too (a new classifier, or a whole model from scratch), so runs of
@@ -280,7 +294,7 @@ def run_method(method: str, args: argparse.Namespace, output_dir: str, resume: s
         input_mix_alpha=alpha if isinstance(alpha, float) else alpha[0],
         label_smoothing=args.label_smoothing, max_steps_per_epoch=args.max_steps_per_epoch,
         resume_from=resume, progress=not args.no_progress, eval_before_training=resume is None,
-        mix_off_epoch=args.mix_off_epoch, eval_every=args.eval_every,
+        mix_off_epoch=args.mix_off_epoch, eval_every=args.eval_every, other_steps=args.other_steps,
     )
     t0 = time.perf_counter()
     history = train(head, prepared.train_loader, prepared.eval_loader, config, save_with_model=prepared.save_with_model)
@@ -307,6 +321,7 @@ def run_method(method: str, args: argparse.Namespace, output_dir: str, resume: s
         "clean_weight": args.clean_weight,
         "prob": args.prob,
         "mix_off_epoch": args.mix_off_epoch,
+        "other_steps": args.other_steps,
         "label_noise": args.label_noise,
         "attention": args.attention if method == "dense-multimix" else None,
         "shared_lambda": args.shared_lambda if method == "dense-multimix" else None,

@@ -219,7 +219,8 @@ class MultiMixHead(nn.Module):
             return _with_loss(out, soft_cross_entropy(logits, y).mean())
         m = self.adapter.batch_size(inputs)
         self._check_labels(labels, m)
-        mix = self.prob >= 1.0 or random.random() < self.prob
+        # prob 0 and 1 draw nothing, so they leave Python's random stream to the training loop
+        mix = self.prob >= 1.0 or (self.prob > 0.0 and random.random() < self.prob)
         feats = self.adapter.features(
             inputs, tokens=self.dense and mix, cls_attention=mix and self.dense and self.attention == "cls"
         )

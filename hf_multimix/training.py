@@ -18,6 +18,7 @@ import errno
 import json
 import math
 import os
+import random
 import shutil
 import tempfile
 import time
@@ -36,6 +37,7 @@ from .head import MultiMixHead
 
 MIXED_PRECISION = ("no", "fp16", "bf16")
 INPUT_MIX = (None, "mixup", "cutmix")
+OTHER_STEPS = ("ce", "mixup", "cutmix")
 
 
 @dataclass
@@ -66,6 +68,10 @@ class TrainingConfig:
         mix_off_epoch: stop mixing after this many epochs (None: mix to the end): the later
             epochs train with the plain cross-entropy of the clean batch, with neither the
             head's mixing nor `input_mix` (timm's `--mixup-off-epoch`).
+        other_steps: what the steps train with where a head with `prob < 1` does not mix:
+            `"ce"` (the head's plain cross-entropy of the clean batch) or `"mixup"` /
+            `"cutmix"` of the input images (Beta(`input_mix_alpha`)), so every step mixes at
+            one of two layers, the input or the last one, as manifold mixup picks a layer.
     """
 
     output_dir: str
@@ -87,12 +93,20 @@ class TrainingConfig:
     eval_before_training: bool = False
     eval_every: int = 1
     mix_off_epoch: int | None = None
+    other_steps: str = "ce"
 
     def __post_init__(self) -> None:
         if self.mixed_precision not in MIXED_PRECISION:
             raise ValueError(f"mixed_precision must be one of {MIXED_PRECISION}, got {self.mixed_precision!r}.")
         if self.input_mix not in INPUT_MIX:
             raise ValueError(f"input_mix must be one of {INPUT_MIX}, got {self.input_mix!r}.")
+        if self.other_steps not in OTHER_STEPS:
+            raise ValueError(f"other_steps must be one of {OTHER_STEPS}, got {self.other_steps!r}.")
+        if self.other_steps != "ce" and self.input_mix is not None:
+            raise ValueError(
+                f"other_steps={self.other_steps!r} and input_mix={self.input_mix!r} both mix the inputs; "
+                "input_mix mixes every step (a baseline), other_steps only those the head does not mix. Pass one."
+            )
         for name in ("epochs", "gradient_accumulation_steps", "eval_every"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
@@ -186,7 +200,13 @@ def train(
     if eval_loader is not None:
         eval_loader = accelerator.prepare(eval_loader)
     plain = accelerator.unwrap_model(head)
-    mix_fn = _input_mixer(config, plain.num_classes)
+    mix_fn = _input_mixer(config.input_mix, config, plain.num_classes)
+    other_fn = None if config.other_steps == "ce" else _input_mixer(config.other_steps, config, plain.num_classes)
+    if other_fn is not None and not 0.0 < plain.prob < 1.0:
+        raise ValueError(
+            f"other_steps={config.other_steps!r} trains the steps the head does not mix, but the head's prob is "
+            f"{plain.prob}: build the head with 0 < prob < 1 (e.g. MultiMixHead(model, prob=0.5); --prob 0.5)."
+        )
 
     start_epoch, best = 0, -1.0
     history: list[dict[str, Any]] = []
@@ -219,9 +239,14 @@ def train(
             if limit and step >= limit:
                 break
             inputs, labels = _split(batch)
-            if mix_fn is not None and mixing:
-                key = "pixel_values" if "pixel_values" in inputs else next(iter(inputs))
-                inputs[key], labels = mix_fn(inputs[key], labels)
+            if other_fn is not None and mixing:
+                # One draw decides the layer of this step: the head's MultiMix, or the inputs.
+                head_mixes = random.random() < mix_prob
+                plain.prob = 1.0 if head_mixes else 0.0
+                if not head_mixes:
+                    inputs, labels = _mix_inputs(other_fn, inputs, labels)
+            elif mix_fn is not None and mixing:
+                inputs, labels = _mix_inputs(mix_fn, inputs, labels)
             with accelerator.accumulate(head):
                 out = head(**inputs, labels=labels)
                 if not torch.isfinite(out.loss):
@@ -273,18 +298,25 @@ def train(
     return history
 
 
-def _input_mixer(config: TrainingConfig, num_classes: int):
-    if config.input_mix is None:
+def _mix_inputs(fn, inputs: dict[str, Any], labels: torch.Tensor) -> tuple[dict[str, Any], torch.Tensor]:
+    key = "pixel_values" if "pixel_values" in inputs else next(iter(inputs))
+    inputs = dict(inputs)
+    inputs[key], labels = fn(inputs[key], labels)
+    return inputs, labels
+
+
+def _input_mixer(kind: str | None, config: TrainingConfig, num_classes: int):
+    if kind is None:
         return None
     from timm.data import Mixup
 
-    mixup = config.input_mix_alpha if config.input_mix == "mixup" else 0.0
-    cutmix = config.input_mix_alpha if config.input_mix == "cutmix" else 0.0
+    mixup = config.input_mix_alpha if kind == "mixup" else 0.0
+    cutmix = config.input_mix_alpha if kind == "cutmix" else 0.0
     fn = Mixup(mixup_alpha=mixup, cutmix_alpha=cutmix, label_smoothing=config.label_smoothing, num_classes=num_classes)
 
     def apply(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if x.dim() != 4:
-            raise ValueError(f"{config.input_mix} mixes images [B, C, H, W]; got inputs of shape {tuple(x.shape)}.")
+            raise ValueError(f"{kind} mixes images [B, C, H, W]; got inputs of shape {tuple(x.shape)}.")
         if len(x) % 2:
             # timm's Mixup flips the batch to pair examples; it needs an even batch.
             x, y = x[:-1], y[:-1]

@@ -114,3 +114,44 @@ def test_cli_and_head_share_the_default_recipe():
     # manifold mixup stays the standard baseline (mixed pairs only) whatever MultiMix's default
     manifold = head_for("manifold-mixup", timm.create_model("resnet10t", pretrained=False, num_classes=3), args)
     assert manifold.clean_weight == 0.0 and manifold.mixing == "pairwise"
+
+
+def test_other_steps_cutmix_shares_the_steps_between_the_head_and_the_inputs(tmp_path):
+    import random
+
+    head = MultiMixHead(timm.create_model("resnet10t", pretrained=False, num_classes=3), n=16, prob=0.5)
+    seen = []  # (head.prob, labels are class ids) at each training forward
+    head.register_forward_pre_hook(lambda m, a, kw: seen.append((m.prob, kw["labels"].dim() == 1)) if m.training
+                                   else None, with_kwargs=True)
+    config = TrainingConfig(output_dir=str(tmp_path), epochs=10, other_steps="cutmix", save_checkpoints=False,
+                            progress=False, seed=0)
+    train(head, _loader(), None, config)
+    # every step mixes at exactly one layer: the head's MultiMix on class ids, or CutMix's soft targets with no
+    # second mixing by the head
+    assert set(seen) == {(1.0, True), (0.0, False)}
+    random.seed(0)  # train seeds Python's random with config.seed; the draws decide the layers in order
+    assert [p for p, _ in seen] == [1.0 if random.random() < 0.5 else 0.0 for _ in seen]
+    assert head.prob == 0.5  # restored after training
+
+
+def test_other_steps_errors(tmp_path):
+    with pytest.raises(ValueError, match="other_steps must be one of"):
+        TrainingConfig(output_dir="unused", other_steps="cutout")
+    with pytest.raises(ValueError, match="both mix the inputs"):
+        TrainingConfig(output_dir="unused", other_steps="cutmix", input_mix="mixup")
+    head = MultiMixHead(timm.create_model("resnet10t", pretrained=False, num_classes=3), n=16)
+    config = TrainingConfig(output_dir=str(tmp_path), other_steps="mixup", save_checkpoints=False, progress=False)
+    with pytest.raises(ValueError, match=r"0 < prob < 1 \(e.g. MultiMixHead\(model, prob=0.5\)"):
+        train(head, _loader(), None, config)
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--method", "multimix"], "with --prob 1 there are none"),
+    (["--method", "erm", "--prob", "0.5"], "--method erm has none"),
+    (["--method", "multimix", "--prob", "0.5", "--dataset", "tweets", "--train-per-class", "4"], "is text"),
+])
+def test_cli_other_steps_errors(extra, message):
+    argv = ["train", "--dataset", "digits", "--model", "resnet10t", "--train-per-class", "4", "--max-eval", "20",
+            "--image-size", "16", "--other-steps", "cutmix", "--output-dir", "unused", *extra]
+    with pytest.raises(ValueError, match=message):
+        prepare(build_parser().parse_args(argv), build_parser().parse_args(argv).method)
