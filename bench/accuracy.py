@@ -63,6 +63,9 @@ SETTINGS: dict[str, list[str]] = {
     # Tweets sentiment (3 classes) with pretrained MiniLM-L6.
     "tweets-minilm-200": ["--dataset", "tweets", "--train-per-class", "200", "--epochs", "3", "--max-eval", "1000",
                           "--lr", "1e-4", "--max-length", "48"],
+    # The same with 40% of the training labels flipped (a noisy text fine-tune).
+    "tweets-minilm-200-noise40": ["--dataset", "tweets", "--train-per-class", "200", "--epochs", "3", "--max-eval",
+                                  "1000", "--lr", "1e-4", "--max-length", "48", "--label-noise", "0.4"],
     # The same with five times the tweets (1,000 per class).
     "tweets-minilm-1000": ["--dataset", "tweets", "--train-per-class", "1000", "--epochs", "3", "--max-eval", "1000",
                            "--lr", "1e-4", "--max-length", "48"],

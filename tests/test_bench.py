@@ -142,3 +142,19 @@ def test_verdict_pairs_seeds_and_calls_win_tie_loss_from_the_interval(tmp_path):
     assert rows["close"].endswith("| tie |") and rows["better"].endswith("| loss |")
     with pytest.raises(ValueError, match="at least 2 seeds"):
         acc.paired_interval([0.1])
+    ordered = acc.verdict_table(str(tmp_path), [setting], "mine", [0, 1, 2], against=["better", "erm", "absent"])
+    assert [line.split(" | ")[1] for line in ordered.splitlines()[2:]] == ["better", "erm"]
+
+
+def test_restore_writes_committed_rows_back_as_finished_runs(tmp_path):
+    acc = _load("accuracy")
+    rows = [{"setting": "digits-lite0-50", "variant": "erm", "seed": s, "eval_accuracy": 0.9 + s / 100}
+            for s in (0, 1)]
+    report = tmp_path / "study.json"
+    report.write_text(json.dumps({"rows": rows, "analysis": []}))
+    out = tmp_path / "results"
+    assert acc.restore_runs(str(report), str(out)) == 2
+    assert acc.finished_runs(str(out), "digits-lite0-50") == {"erm": {0: 0.9, 1: 0.91}}
+    kept = json.loads(Path(acc.run_dir(str(out), "digits-lite0-50", "erm", 1), "metrics.json").read_text())
+    assert kept["restored_from"] == str(report)
+    assert acc.restore_runs(str(report), str(out)) == 0  # a finished run is never overwritten
