@@ -108,6 +108,11 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prob", type=_unit_float, default=1.0,
                    help="MultiMix / manifold mixup: probability to mix at a step; the other steps train with "
                         "plain cross-entropy (default 1)")
+    p.add_argument("--noisy-labels", action="store_true",
+                   help="the training labels are noisy (web, crowd or weak labels): MultiMix trains with the "
+                        "recipe the accuracy study chose for them, mixed examples only (--clean-weight 0) and, on "
+                        "images, CutMix of the inputs on half the steps (--prob 0.5 --other-steps cutmix); "
+                        "baselines are unchanged")
     p.add_argument("--other-steps", default="ce", choices=["ce", "mixup", "cutmix"],
                    help="MultiMix / manifold mixup with --prob < 1: what the steps that do not mix at the last "
                         "layer train with: the clean batch's cross-entropy (ce, default), or input mixup / CutMix "
@@ -219,6 +224,7 @@ def prepare(args: argparse.Namespace, method: str = "erm") -> Prepared:
     from .data import flip_labels, load_splits, torch_dataset
     from .models import create_classifier, input_size
 
+    check_noisy_labels(args)
     other = getattr(args, "other_steps", "ce")
     if other != "ce":
         if method not in ("multimix", "dense-multimix", "manifold-mixup"):
@@ -252,6 +258,31 @@ def prepare(args: argparse.Namespace, method: str = "erm") -> Prepared:
                     data.class_names, clf.companions, data.notes)
 
 
+NOISY_LABELS_RECIPE = {"clean_weight": 0.0, "prob": 0.5, "other_steps": "cutmix"}
+"""What `--noisy-labels` sets (on text, only `clean_weight`): docs/results.md, the label-noise rows."""
+
+
+def check_noisy_labels(args: argparse.Namespace) -> None:
+    """`--noisy-labels` chooses the options of its recipe itself; refuse a run that also sets them."""
+    if not getattr(args, "noisy_labels", False):
+        return
+    parser = build_parser()
+    defaults = vars(parser.parse_args(["train", "--output-dir", "unused"]))
+    changed = [f"--{k.replace('_', '-')} {getattr(args, k)}" for k in NOISY_LABELS_RECIPE
+               if getattr(args, k) != defaults[k] and getattr(args, k) != NOISY_LABELS_RECIPE[k]]
+    if changed:
+        raise ValueError(f"--noisy-labels sets --clean-weight 0, --prob 0.5 and --other-steps cutmix itself; drop "
+                         f"{', '.join(changed)} or --noisy-labels.")
+
+
+def recipe_args(args: argparse.Namespace, method: str, modality: str) -> argparse.Namespace:
+    """The options `method` trains with: `args`, with `--noisy-labels` resolved for MultiMix methods."""
+    if not getattr(args, "noisy_labels", False) or method not in ("multimix", "dense-multimix"):
+        return args
+    recipe = dict(NOISY_LABELS_RECIPE) if modality == "image" else {"clean_weight": 0.0}
+    return argparse.Namespace(**{**vars(args), **recipe})
+
+
 def method_alpha(method: str, alpha: float | tuple[float, float] | None) -> float | tuple[float, float]:
     """`--alpha`, or its default for `method`: Dir(0.2) for MultiMix, Beta(1, 1) for the mixup baselines."""
     if alpha is not None:
@@ -283,7 +314,8 @@ def run_method(method: str, args: argparse.Namespace, output_dir: str, resume: s
     for note in prepared.notes:
         print(f"hf-multimix: {note}", flush=True)
     os.makedirs(output_dir, exist_ok=True)
-    write_args_yaml(args, output_dir, method)
+    write_args_yaml(args, output_dir, method)  # as given: --config reads it back
+    args = recipe_args(args, method, prepared.modality)
     head = head_for(method, prepared.model, args)
     lr = args.lr if args.lr is not None else (1e-3 if prepared.modality == "image" else 5e-5)
     alpha = method_alpha("mixup", args.alpha)  # Beta alpha of input mixup / CutMix (unused by other methods)
@@ -322,6 +354,7 @@ def run_method(method: str, args: argparse.Namespace, output_dir: str, resume: s
         "prob": args.prob,
         "mix_off_epoch": args.mix_off_epoch,
         "other_steps": args.other_steps,
+        "noisy_labels": args.noisy_labels,
         "label_noise": args.label_noise,
         "attention": args.attention if method == "dense-multimix" else None,
         "shared_lambda": args.shared_lambda if method == "dense-multimix" else None,
@@ -478,6 +511,9 @@ def main(argv: list[str] | None = None) -> int:
             evaluate(args)
         else:
             if args.command == "train":
+                if args.noisy_labels and args.method not in ("multimix", "dense-multimix"):
+                    raise ValueError(f"--noisy-labels is a MultiMix recipe; --method {args.method} does not use it. "
+                                     "Use --method multimix (or dense-multimix), or drop --noisy-labels.")
                 metrics = run_method(args.method, args, args.output_dir, resume=args.resume)
                 print(f"{metrics['method']}: eval_accuracy {metrics['eval_accuracy']:.4f}, best "
                       f"{metrics['best_eval_accuracy']:.4f}, {metrics['train_time_s']:.1f}s -> {args.output_dir}")

@@ -155,3 +155,46 @@ def test_cli_other_steps_errors(extra, message):
             "--image-size", "16", "--other-steps", "cutmix", "--output-dir", "unused", *extra]
     with pytest.raises(ValueError, match=message):
         prepare(build_parser().parse_args(argv), build_parser().parse_args(argv).method)
+
+
+def test_noisy_labels_is_one_argument_for_the_noisy_label_recipe(tmp_path, capsys):
+    import json
+
+    import yaml
+
+    from hf_multimix.cli import main, recipe_args
+
+    out = tmp_path / "run"
+    argv = ["train", "--dataset", "digits", "--model", "resnet10t", "--train-per-class", "4", "--max-eval", "20",
+            "--image-size", "16", "--epochs", "1", "--no-progress", "--noisy-labels", "--output-dir", str(out)]
+    assert main(argv) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    # images: mixed examples only, and CutMix of the inputs on half the steps
+    assert (metrics["clean_weight"], metrics["prob"], metrics["other_steps"]) == (0.0, 0.5, "cutmix")
+    assert metrics["noisy_labels"] is True
+    saved = yaml.safe_load((out / "args.yaml").read_text())
+    assert saved["noisy_labels"] is True and saved["clean_weight"] == 1.0  # as given, so --config reads it back
+    assert main(["train", "--config", str(out / "args.yaml"), "--output-dir", str(tmp_path / "again")]) == 0
+    again = json.loads((tmp_path / "again" / "metrics.json").read_text())
+    assert (again["clean_weight"], again["prob"], again["other_steps"]) == (0.0, 0.5, "cutmix")
+    # text has no input mixing: only the loss changes; the baselines keep theirs
+    args = build_parser().parse_args(["train", "--noisy-labels", "--output-dir", "unused"])
+    text = recipe_args(args, "multimix", "text")
+    assert (text.clean_weight, text.prob, text.other_steps) == (0.0, 1.0, "ce")
+    assert recipe_args(args, "manifold-mixup", "image") is args
+    plain = build_parser().parse_args(["train", "--output-dir", "unused"])
+    assert recipe_args(plain, "multimix", "image") is plain
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--clean-weight", "0.5"], "--noisy-labels sets --clean-weight 0, --prob 0.5 and --other-steps cutmix itself; "
+                                "drop --clean-weight 0.5 or --noisy-labels"),
+    (["--method", "erm"], "--noisy-labels is a MultiMix recipe; --method erm does not use it"),
+])
+def test_noisy_labels_errors(tmp_path, capsys, extra, message):
+    from hf_multimix.cli import main
+
+    argv = ["train", "--dataset", "digits", "--model", "resnet10t", "--train-per-class", "4", "--max-eval", "20",
+            "--image-size", "16", "--no-progress", "--noisy-labels", "--output-dir", str(tmp_path / "run"), *extra]
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
