@@ -25,7 +25,8 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
-__all__ = ["DEFAULT_MODELS", "Classifier", "create_classifier", "load_classifier", "find_checkpoint", "input_size"]
+__all__ = ["DEFAULT_MODELS", "Classifier", "create_classifier", "load_classifier", "find_checkpoint", "input_size",
+           "starts_from_scratch"]
 
 DEFAULT_MODELS = {"image": "efficientnet_lite0", "text": "minilm"}
 """The embedded pretrained model used for each modality when no model is named."""
@@ -246,6 +247,13 @@ def _hf_classifier(folder: str, modality: str, class_names: Sequence[str], image
     # Saved with the checkpoint: exactly the resizing and normalisation used in training.
     processor = ViTImageProcessor(size={"height": size, "width": size}, image_mean=list(mean), image_std=list(std))
     return Classifier(model, ImageCollator(size, mean, std), "image", tuple(class_names), folder, (processor,))
+
+
+def starts_from_scratch(name: str | None, pretrained: bool = False, pretrained_file: str | None = None) -> bool:
+    """Whether `create_classifier` gives `name` random weights: a timm model name without `pretrained` or
+    `pretrained_file` (the embedded models, folders and earlier runs bring trained weights)."""
+    return name is not None and name not in _EMBEDDED and not os.path.exists(name) and not (
+        pretrained or pretrained_file)
 
 
 def create_classifier(
