@@ -177,20 +177,19 @@ def test_noisy_labels_is_one_argument_for_the_noisy_label_recipe(tmp_path, capsy
     assert main(["train", "--config", str(out / "args.yaml"), "--output-dir", str(tmp_path / "again")]) == 0
     again = json.loads((tmp_path / "again" / "metrics.json").read_text())
     assert (again["clean_weight"], again["prob"], again["other_steps"]) == (0.0, 0.5, "cutmix")
-    # a pretrained model (the embedded EfficientNet-Lite0 and MiniLM, --pretrained, a folder) keeps the default
-    # recipe, with one line saying why; the baselines keep theirs
-    pretrained = build_parser().parse_args(["train", "--noisy-labels", "--output-dir", "unused"])
-    assert recipe_args(pretrained, "multimix") is pretrained
-    assert "the model is pretrained, so the default recipe trains it" in capsys.readouterr().out
-    for extra in (["--pretrained"], ["--pretrained-file", "w.safetensors"]):
-        timm_pretrained = build_parser().parse_args(["train", "--model", "resnet10t", *extra, "--noisy-labels",
-                                                     "--output-dir", "unused"])
-        assert recipe_args(timm_pretrained, "dense-multimix") is timm_pretrained
+    # a pretrained image model (the embedded EfficientNet-Lite0, --pretrained, --pretrained-file) trains with
+    # mixed examples only and no CutMix; text keeps the default recipe, with one line saying why
+    for extra in ([], ["--model", "resnet10t", "--pretrained"], ["--model", "resnet10t", "--pretrained-file", "w.pt"]):
+        pretrained = build_parser().parse_args(["train", *extra, "--noisy-labels", "--output-dir", "unused"])
+        resolved = recipe_args(pretrained, "dense-multimix", "image")
+        assert (resolved.clean_weight, resolved.prob, resolved.other_steps) == (0.0, 1.0, "ce")
+    text = build_parser().parse_args(["train", "--dataset", "tweets", "--noisy-labels", "--output-dir", "unused"])
+    assert recipe_args(text, "multimix", "text") is text
+    assert "text keeps the default recipe" in capsys.readouterr().out
     scratch = build_parser().parse_args(["train", "--model", "resnet10t", "--noisy-labels", "--output-dir", "unused"])
-    assert recipe_args(scratch, "dense-multimix").clean_weight == 0.0
-    assert recipe_args(scratch, "manifold-mixup") is scratch
+    assert recipe_args(scratch, "manifold-mixup", "image") is scratch  # baselines keep their recipe
     plain = build_parser().parse_args(["train", "--model", "resnet10t", "--output-dir", "unused"])
-    assert recipe_args(plain, "multimix") is plain
+    assert recipe_args(plain, "multimix", "image") is plain
 
 
 @pytest.mark.parametrize("extra, message", [
