@@ -104,7 +104,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                    help="Dense MultiMix: one interpolation vector for all positions (default: one per position)")
     p.add_argument("--clean-weight", type=_non_negative_float, default=1.0,
                    help="MultiMix: weight of the clean-batch cross-entropy added to the loss (default 1, the "
-                        "recipe study's choice for clean labels; 0 is the paper's loss, far better with noisy labels)")
+                        "recipe study's choice for clean labels; 0 is the paper's loss, better with noisy labels "
+                        "on images: see --noisy-labels)")
     p.add_argument("--prob", type=_unit_float, default=1.0,
                    help="MultiMix / manifold mixup: probability to mix at a step; the other steps train with "
                         "plain cross-entropy (default 1)")
@@ -228,8 +229,9 @@ def prepare(args: argparse.Namespace, method: str = "erm") -> Prepared:
     other = getattr(args, "other_steps", "ce")
     if other != "ce":
         if method not in ("multimix", "dense-multimix", "manifold-mixup"):
-            raise ValueError(f"--other-steps {other} shares the steps with a last-layer mixing method; --method {method} "
-                             "has none. Use --method multimix (or dense-multimix, manifold-mixup) with --prob < 1.")
+            raise ValueError(f"--other-steps {other} shares the steps with a last-layer mixing method; "
+                             f"--method {method} has none. Use --method multimix (or dense-multimix, "
+                             "manifold-mixup) with --prob < 1.")
         if not 0.0 < args.prob < 1.0:
             raise ValueError(f"--other-steps {other} trains the steps that do not mix at the last layer; with --prob "
                              f"{args.prob:g} there are none. Pass --prob between 0 and 1, e.g. --prob 0.5.")
