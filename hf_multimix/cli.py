@@ -24,6 +24,8 @@ from collections.abc import Callable
 from typing import Any
 
 METHODS = ("erm", "mixup", "cutmix", "manifold-mixup", "multimix", "dense-multimix")
+MULTIMIX_METHODS = ("multimix", "dense-multimix")
+LAST_LAYER_METHODS = (*MULTIMIX_METHODS, "manifold-mixup")  # the head mixes; --prob and --other-steps apply
 
 
 class _Parser(argparse.ArgumentParser):
@@ -228,7 +230,7 @@ def prepare(args: argparse.Namespace, method: str = "erm") -> Prepared:
     check_noisy_labels(args)
     other = getattr(args, "other_steps", "ce")
     if other != "ce":
-        if method not in ("multimix", "dense-multimix", "manifold-mixup"):
+        if method not in LAST_LAYER_METHODS:
             raise ValueError(f"--other-steps {other} shares the steps with a last-layer mixing method; "
                              f"--method {method} has none. Use --method multimix (or dense-multimix, "
                              "manifold-mixup) with --prob < 1.")
@@ -286,7 +288,7 @@ def recipe_args(args: argparse.Namespace, method: str, modality: str) -> argpars
     the noisy text fine-tune mixed examples only were far behind ERM."""
     from .models import starts_from_scratch
 
-    if not getattr(args, "noisy_labels", False) or method not in ("multimix", "dense-multimix"):
+    if not getattr(args, "noisy_labels", False) or method not in MULTIMIX_METHODS:
         return args
     if modality != "image":
         print("hf-multimix: --noisy-labels: text keeps the default recipe (with 40% flipped labels, mixed examples "
@@ -301,7 +303,7 @@ def method_alpha(method: str, alpha: float | tuple[float, float] | None) -> floa
     """`--alpha`, or its default for `method`: Dir(0.2) for MultiMix, Beta(1, 1) for the mixup baselines."""
     if alpha is not None:
         return alpha
-    return 0.2 if method in ("multimix", "dense-multimix") else 1.0
+    return 0.2 if method in MULTIMIX_METHODS else 1.0
 
 
 def head_for(method: str, model: Any, args: argparse.Namespace):
@@ -525,7 +527,7 @@ def main(argv: list[str] | None = None) -> int:
             evaluate(args)
         else:
             if args.command == "train":
-                if args.noisy_labels and args.method not in ("multimix", "dense-multimix"):
+                if args.noisy_labels and args.method not in MULTIMIX_METHODS:
                     raise ValueError(f"--noisy-labels is a MultiMix recipe; --method {args.method} does not use it. "
                                      "Use --method multimix (or dense-multimix), or drop --noisy-labels.")
                 metrics = run_method(args.method, args, args.output_dir, resume=args.resume)
