@@ -215,7 +215,9 @@ def test_losses_reach_backbone_and_classifier(key: str) -> None:
     _losses_backward(key, m=3)
 
 
-@pytest.mark.parametrize("key", ["resnet10t", "vit_reg_avg", "deit_distilled", "swin", "mobilenetv3", "levit"])
+# Not LeViT: its classifier is BatchNorm1d + Linear, which cannot train on one example (the plain
+# model's training forward fails the same way, and the adapter runs that very forward).
+@pytest.mark.parametrize("key", ["resnet10t", "vit_reg_avg", "deit_distilled", "swin", "mobilenetv3"])
 def test_losses_with_one_example(key: str) -> None:
     _losses_backward(key, m=1)
 

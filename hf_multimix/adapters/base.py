@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
+from torch.nn.modules.conv import _ConvNd
 
 from ..losses import is_affine
 
@@ -137,14 +138,24 @@ class BackboneAdapter(ABC):
         return x.shape[0]
 
 
+def is_pointwise_conv(module: nn.Module) -> bool:
+    """A 1x1 (or 1-tap), stride-1, unpadded, ungrouped convolution: a Linear over channels."""
+    return (
+        isinstance(module, _ConvNd)
+        and not isinstance(module, (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d))
+        and all(k == 1 for k in module.kernel_size)
+        and all(s == 1 for s in module.stride)
+        and (module.padding in ("valid", "same") or all(p == 0 for p in module.padding))
+        and module.groups == 1
+    )
+
+
 def is_affine_layer(module: nn.Module) -> bool:
-    """Whether `module` is one affine map on its last (channel) dimension: `nn.Linear`, a 1x1
-    convolution without padding, or PEFT's LoRA / `modules_to_save` wrapper around one (a LoRA
-    update `B A x` is linear too)."""
-    if isinstance(module, nn.Linear):
+    """Whether `module` is one affine map on its last (channel) dimension: `nn.Linear`, a pointwise
+    convolution (`is_pointwise_conv`), or PEFT's LoRA / `modules_to_save` wrapper around one (a LoRA
+    update `B A x` is linear too). The one test of an affine layer for every adapter."""
+    if isinstance(module, nn.Linear) or is_pointwise_conv(module):
         return True
-    if isinstance(module, (nn.Conv1d, nn.Conv2d)):
-        return all(k == 1 for k in module.kernel_size) and all(p == 0 for p in _padding(module))
     base = getattr(module, "base_layer", None)  # PEFT LoRA (and other tuner) layers
     if isinstance(base, nn.Module) and base is not module and hasattr(module, "lora_A"):
         return is_affine_layer(base)
@@ -153,11 +164,6 @@ def is_affine_layer(module: nn.Module) -> bool:
     if isinstance(original, nn.Module) and isinstance(saved, nn.ModuleDict):
         return is_affine_layer(original) and all(is_affine_layer(m) for m in saved.values())
     return False
-
-
-def _padding(conv: nn.Module) -> tuple[int, ...]:
-    pad = conv.padding
-    return (0,) if pad == "valid" else (1,) if isinstance(pad, str) else tuple(pad)
 
 
 def _out_features(module: nn.Module) -> int | None:

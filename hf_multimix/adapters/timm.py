@@ -44,8 +44,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from contextlib import contextmanager, nullcontext
-from typing import Any, Iterator
+from contextlib import nullcontext
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -53,9 +53,17 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.conv import _ConvNd
 
-from ..losses import is_affine
 from . import register_builtin
-from .base import BackboneAdapter, Features
+from ._hooks import (
+    cls_attention_row,
+    count_prefix_tokens,
+    frozen_batch_norms,
+    pre_hooks,
+    record_calls,
+    refuse_cls_attention,
+    replaced_attribute,
+)
+from .base import BackboneAdapter, Features, classifier_is_affine, is_pointwise_conv
 
 #: Classes of attention-based pooling heads (timm's AttentionPoolLatent, AttentionPool2d,
 #: RotAttentionPool2d, AttentionPoolPrr, SimPool): seen anywhere in a model, dense mode is refused.
@@ -73,18 +81,6 @@ def _is_timm_like(model: nn.Module) -> bool:
     return all(callable(getattr(model, name, None)) for name in ("forward_features", "forward_head", "get_classifier"))
 
 
-def _is_pointwise_conv(module: nn.Module) -> bool:
-    """A 1x1 (or 1-tap), stride-1, unpadded, ungrouped convolution: a Linear over channels."""
-    return (
-        isinstance(module, _ConvNd)
-        and all(k == 1 for k in module.kernel_size)
-        and all(s == 1 for s in module.stride)
-        and (isinstance(module.padding, str) or all(p == 0 for p in module.padding))
-        and module.groups == 1
-        and not isinstance(module, (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d))
-    )
-
-
 def _apply_on_last_dim(module: nn.Module, z: Tensor) -> Tensor:
     """Runs a classifier layer on `[..., d]`, giving `[..., c]`.
 
@@ -93,39 +89,11 @@ def _apply_on_last_dim(module: nn.Module, z: Tensor) -> Tensor:
     """
     if isinstance(module, nn.Linear):
         return module(z)
-    if _is_pointwise_conv(module):
+    if is_pointwise_conv(module):
         return F.linear(z, module.weight.flatten(1), module.bias)
     lead = z.shape[:-1]
     out = module(z.reshape(-1, z.shape[-1]))
     return out.reshape(*lead, out.shape[-1])
-
-
-@contextmanager
-def _running_batch_stats(modules: list[nn.Module]) -> Iterator[None]:
-    """Puts the batch norms among `modules` that are in training mode into eval mode for a while."""
-    switched = [mod for mod in modules if isinstance(mod, _BatchNorm) and mod.training]
-    for mod in switched:
-        mod.train(False)
-    try:
-        yield
-    finally:
-        for mod in switched:
-            mod.train(True)
-
-
-@contextmanager
-def _record_calls(model: nn.Module, calls: list[nn.Module]) -> Iterator[None]:
-    """Appends to `calls` every submodule of `model` that runs while the context is open."""
-    handles = [
-        mod.register_forward_pre_hook(lambda module, args: calls.append(module))
-        for mod in model.modules()
-        if mod is not model
-    ]
-    try:
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
 
 
 def _in_width(module: nn.Module) -> int | None:
@@ -136,11 +104,6 @@ def _in_width(module: nn.Module) -> int | None:
         if isinstance(mod, _ConvNd):
             return mod.in_channels
     return None
-
-
-def _prefix_count(param: Tensor) -> int:
-    """Tokens in a prefix parameter: `[1, k, C]` holds k, anything else one."""
-    return int(param.shape[1]) if param.dim() == 3 else 1
 
 
 @register_builtin
@@ -233,7 +196,7 @@ class TimmAdapter(BackboneAdapter):
     @property
     def affine(self) -> bool:
         """Linear, 1x1 convolution or a Sequential of affine layers (each head for two heads)."""
-        return all(is_affine(h) or _is_pointwise_conv(h) for h in self._heads())
+        return all(classifier_is_affine(h) for h in self._heads())
 
     @property
     def num_classes(self) -> int:
@@ -304,15 +267,12 @@ class TimmAdapter(BackboneAdapter):
             `[B, r]`, rows sum to 1, r = N - num_prefix_tokens.
         """
         attn = self._cls_attention_module()
-        npt = self.timm_model.num_prefix_tokens
         b, n, _ = x.shape
         qkv = attn.qkv(x).reshape(b, n, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4)
         q, k, _ = qkv.unbind(0)
         q, k = attn.q_norm(q), attn.k_norm(k)
-        # timm computes this inside fused SDPA; only the CLS row is needed: [B, heads, N].
-        scores = (q[:, :, :1] * attn.scale) @ k.transpose(-2, -1)
-        probs = scores.float().softmax(dim=-1)[:, :, 0, npt:].mean(dim=1)
-        return probs / probs.sum(dim=-1, keepdim=True).clamp_min(torch.finfo(probs.dtype).tiny)
+        # timm computes this inside fused SDPA; only the CLS row is needed.
+        return cls_attention_row(q[:, :, :1], k, attn.scale, self.timm_model.num_prefix_tokens)
 
     # ------------------------------------------------------------------ features
     def _input_for_backbone(self, x: Tensor) -> Tensor:
@@ -321,7 +281,12 @@ class TimmAdapter(BackboneAdapter):
     def features(
         self, inputs: Mapping[str, Any], *, tokens: bool = False, cls_attention: bool = False
     ) -> Features:
-        """One `forward_features` pass.
+        """One pass of the model's own forward (`forward_model`), read by hooks.
+
+        The classifier's input is caught by forward pre-hooks on `get_classifier()` (each head of a
+        distilled model); the output of `forward_features` by timm's own seam, `forward_head`,
+        which the root forward calls with it. Per-position features and the CLS attention row are
+        computed in those hooks, inside the forward (where FSDP holds the parameters gathered).
 
         Returns:
             `Features` with `pooled` `[B, d]` (what the classifier sees), and when asked
@@ -329,43 +294,12 @@ class TimmAdapter(BackboneAdapter):
             `cls_attention` `[B, r]`.
         """
         model = self.timm_model
-        x = self._input_for_backbone(self._images(inputs))
+        self._images(inputs)
         if cls_attention and not self.supports_cls_attention:
-            raise ValueError(
-                f"cls attention needs a ViT-like model with a CLS token (timm VisionTransformer / DeiT); "
-                f"{type(model).__name__} has none. Use attention='pooled' or 'cam'."
-            )
+            raise refuse_cls_attention(model)
         if tokens:
             self._check_tokens_possible()
-        self._heads()  # fail early on a model without a classifier
-
-        attn_input: list[Tensor] = []
-        handle = None
-        if cls_attention:
-            handle = self._cls_attention_module().register_forward_pre_hook(
-                lambda module, args, kwargs: attn_input.append(args[0] if args else kwargs["x"]), with_kwargs=True
-            )
-        try:
-            feats = model.forward_features(x)
-        finally:
-            if handle is not None:
-                handle.remove()
-
-        pooled = self._pooled(feats)
-        out = Features(pooled=pooled)
-        if tokens:
-            out.tokens = self._tokens(feats)
-        if cls_attention:
-            if len(attn_input) != 1:
-                raise RuntimeError(
-                    f"expected the last block's attention of {type(model).__name__} to run once, it ran "
-                    f"{len(attn_input)} times."
-                )
-            out.cls_attention = self._cls_attention(attn_input[0])
-        return out
-
-    def _pooled(self, feats: Tensor) -> Tensor:
-        model = self.timm_model
+        heads = self._heads()  # fails early on a model without a classifier
         if getattr(model, "aux_head", None) is not None:
             # VOLO's token-labelling head adds max-over-tokens logits of every patch to the CLS
             # head's: the model's logits are not the classifier applied to one embedding.
@@ -373,20 +307,62 @@ class TimmAdapter(BackboneAdapter):
                 f"{type(model).__name__} adds an auxiliary per-token head (aux_head) to its logits, so they are "
                 "not a classifier of one pooled embedding; build it with use_aux_head=False to use MultiMix."
             )
-        if self._two_token_head():
-            # The two heads read the CLS and distillation tokens; keep both (concatenated) so
-            # that classify(pooled) is the model's average of the two heads.
-            drop = getattr(model, "head_drop", nn.Identity())
-            return torch.cat([drop(feats[:, 0]), drop(feats[:, 1])], dim=-1)
-        pooled = model.forward_head(feats, pre_logits=True)
-        if not isinstance(pooled, Tensor) or pooled.dim() != 2:
-            shape = tuple(pooled.shape) if isinstance(pooled, Tensor) else type(pooled).__name__
-            raise ValueError(
-                f"{type(model).__name__}.forward_head(x, pre_logits=True) gave {shape}, not a pooled [B, d] "
-                "embedding; build the model with a global pool (e.g. global_pool='avg') instead of "
-                "global_pool=''."
+        seen: dict[int, Tensor] = {}
+        out: dict[str, Tensor] = {}
+        replaying = []  # non-empty while a per-position replay runs (its classifier calls are not the batch's)
+
+        def on_head(module: nn.Module, args: tuple, kwargs: dict) -> None:
+            if replaying:
+                return
+            index = next(i for i, h in enumerate(heads) if h is module)
+            seen.setdefault(index, self._pooled_input(args[0] if args else next(iter(kwargs.values()))))
+
+        original = model.forward_head
+
+        def forward_head(feats: Any, *args: Any, **kwargs: Any) -> Any:
+            if tokens and "tokens" not in out:
+                replaying.append(True)
+                try:
+                    out["tokens"] = self._tokens(feats, original)
+                finally:
+                    replaying.pop()
+            return original(feats, *args, **kwargs)
+
+        def on_attention(module: nn.Module, args: tuple, kwargs: dict) -> None:
+            if "cls_attention" not in out:
+                out["cls_attention"] = self._cls_attention(args[0] if args else kwargs["x"])
+
+        attention = [self._cls_attention_module()] if cls_attention else []
+        with pre_hooks(dict.fromkeys(heads), on_head), pre_hooks(attention, on_attention), \
+                replaced_attribute(model, "forward_head", forward_head):
+            self.forward_model(inputs)
+        if len(seen) != len(heads):
+            raise RuntimeError(
+                f"{type(model).__name__}'s forward ran {len(seen)} of its {len(heads)} classifier head(s); MultiMix "
+                "reads the input of each. Pass MultiMixHead(model, adapter=MyAdapter(model)) "
+                "(docs/custom_adapters.md)."
             )
-        return pooled
+        if tokens and "tokens" not in out:
+            raise self._dense_refusal("its forward does not call forward_head(forward_features(x))")
+        inputs_seen = [seen[i] for i in range(len(heads))]
+        # One input read by every head (LeViT, EfficientFormer) is the pooled embedding; different
+        # inputs (DeiT-distilled's CLS and distillation tokens, CrossViT's branches) are concatenated
+        # so that classify(pooled) is the model's average of its heads.
+        same = all(z is inputs_seen[0] for z in inputs_seen)
+        pooled = inputs_seen[0] if same else torch.cat(inputs_seen, dim=-1)
+        return Features(pooled=pooled, tokens=out.get("tokens"), cls_attention=out.get("cls_attention"))
+
+    def _pooled_input(self, z: Tensor) -> Tensor:
+        """A classifier's input as `[B, d]` (a 1x1 convolution classifier reads `[B, d, 1, 1]`)."""
+        if z.dim() == 4 and z.shape[-2:] == (1, 1):
+            z = z.flatten(1)
+        if z.dim() != 2:
+            raise ValueError(
+                f"{type(self.timm_model).__name__}'s classifier reads {tuple(z.shape)}, not a pooled [B, d] "
+                "embedding (forward_head(x, pre_logits=True) gives no pooled vector); build the model with a "
+                "global pool (e.g. global_pool='avg') instead of global_pool=''."
+            )
+        return z
 
     # -------------------------------------------------------------------- dense
     def _dense_refusal(self, why: str) -> ValueError:
@@ -436,8 +412,11 @@ class TimmAdapter(BackboneAdapter):
             "or [B, N, C] tensor"
         )
 
-    def _tokens(self, feats: Tensor) -> Tensor:
-        """Per-position features `[B, r, d]`: `forward_head(pre_logits=True)` on each position alone."""
+    def _tokens(self, feats: Tensor, forward_head: Any) -> Tensor:
+        """Per-position features `[B, r, d]`: `forward_head(pre_logits=True)` on each position alone.
+
+        Runs inside the model's forward (from the `forward_head` seam), with the model's own
+        `forward_head` as `forward_head`."""
         model = self.timm_model
         if not isinstance(feats, Tensor):
             raise self._dense_refusal(f"forward_features returned {type(feats).__name__}, not a tensor")
@@ -467,8 +446,8 @@ class TimmAdapter(BackboneAdapter):
         first = not self._head_checked
         batch_norms = list(model.modules()) if self._head_batch_norms is None else self._head_batch_norms
         try:
-            with _running_batch_stats(batch_norms), (_record_calls(model, calls) if first else nullcontext()):
-                out = model.forward_head(single, pre_logits=True)
+            with frozen_batch_norms(batch_norms), (record_calls(model, calls) if first else nullcontext()):
+                out = forward_head(single, pre_logits=True)
         except torch.OutOfMemoryError:
             raise
         except (RuntimeError, ValueError, AssertionError, IndexError) as err:
@@ -506,17 +485,15 @@ class TimmAdapter(BackboneAdapter):
         npt = getattr(model, "num_prefix_tokens", None)
         if npt is None:
             # Older models (PiT, ...) only hold the prefix parameters, `[1, k, C]` each.
-            prefix_params = ("cls_token", "dist_token", "reg_token")
-            names = [name for name in prefix_params if isinstance(getattr(model, name, None), Tensor)]
-            if not names:
+            npt = count_prefix_tokens(model)
+            if not npt:
                 # Multi-stage models (CoaT) hold one CLS token per stage; the output has the last's.
                 staged = sorted(
                     (int(match.group(1)), name)
                     for name, _ in model.named_parameters(recurse=False)
                     if (match := re.fullmatch(r"cls_token(\d+)", name))
                 )
-                names = [staged[-1][1]] if staged else []
-            npt = sum(_prefix_count(getattr(model, name)) for name in names)
+                npt = count_prefix_tokens(model, [staged[-1][1]]) if staged else 0
         return int(npt)
 
 
