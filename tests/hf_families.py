@@ -64,17 +64,14 @@ def _decoder(config_cls: type, **kw: Any) -> Callable[[], Any]:
 
 
 FAMILIES: list[Family] = [
-    # Text encoders: hand-written adapters.
-    Family("bert", tf.BertForSequenceClassification, _text(tf.BertConfig), "text", "BertAdapter"),
-    Family("roberta", tf.RobertaForSequenceClassification, _text(tf.RobertaConfig, pad_token_id=1), "text",
-           "RobertaAdapter"),
+    # Text encoders.
+    Family("bert", tf.BertForSequenceClassification, _text(tf.BertConfig), "text"),
+    Family("roberta", tf.RobertaForSequenceClassification, _text(tf.RobertaConfig, pad_token_id=1), "text"),
     Family("distilbert", tf.DistilBertForSequenceClassification,
-           lambda: tf.DistilBertConfig(**TEXT, dim=32, n_layers=2, n_heads=2, hidden_dim=37, num_labels=C), "text",
-           "DistilBertAdapter"),
+           lambda: tf.DistilBertConfig(**TEXT, dim=32, n_layers=2, n_heads=2, hidden_dim=37, num_labels=C), "text"),
     Family("deberta-v2", tf.DebertaV2ForSequenceClassification,
            _text(tf.DebertaV2Config, relative_attention=True, pos_att_type=["c2p", "p2c"], position_buckets=16),
-           "text", "DebertaV2Adapter"),
-    # Text encoders: the generic path.
+           "text"),
     Family("electra", tf.ElectraForSequenceClassification, _text(tf.ElectraConfig, embedding_size=32), "text"),
     Family("xlm-roberta", tf.XLMRobertaForSequenceClassification, _text(tf.XLMRobertaConfig, pad_token_id=1), "text"),
     Family("albert", tf.AlbertForSequenceClassification, _text(tf.AlbertConfig, embedding_size=16), "text"),
@@ -94,21 +91,18 @@ FAMILIES: list[Family] = [
            padding_side="left"),
     Family("mistral", tf.MistralForSequenceClassification, _decoder(tf.MistralConfig, num_key_value_heads=2),
            "decoder", padding_side="left"),
-    # Vision: hand-written adapters.
+    # Vision. ViT and DeiT: the generic path plus CLS attention (hf_vit.py).
     Family("vit", tf.ViTForImageClassification, lambda: tf.ViTConfig(image_size=IMG, patch_size=8, **TINY), "image",
            "ViTAdapter"),
     Family("deit", tf.DeiTForImageClassification, lambda: tf.DeiTConfig(image_size=IMG, patch_size=8, **TINY),
-           "image", "DeiTAdapter"),
+           "image", "ViTAdapter"),
     Family("swin", tf.SwinForImageClassification,
            lambda: tf.SwinConfig(image_size=IMG, patch_size=4, embed_dim=16, depths=[1, 1], num_heads=[2, 2],
-                                 window_size=4, num_labels=C), "image", "SwinAdapter"),
+                                 window_size=4, num_labels=C), "image"),
     Family("convnext", tf.ConvNextForImageClassification,
-           lambda: tf.ConvNextConfig(num_stages=2, hidden_sizes=[8, 16], depths=[1, 1], num_labels=C), "image",
-           "ConvNextAdapter"),
+           lambda: tf.ConvNextConfig(num_stages=2, hidden_sizes=[8, 16], depths=[1, 1], num_labels=C), "image"),
     Family("resnet", tf.ResNetForImageClassification,
-           lambda: tf.ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], num_labels=C), "image",
-           "ResNetAdapter"),
-    # Vision: the generic path.
+           lambda: tf.ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], num_labels=C), "image"),
     Family("beit", tf.BeitForImageClassification, lambda: tf.BeitConfig(image_size=IMG, patch_size=8, **TINY),
            "image"),
     Family("dinov2", tf.Dinov2ForImageClassification, lambda: tf.Dinov2Config(image_size=IMG, patch_size=8, **TINY),
@@ -141,26 +135,17 @@ FAMILIES: list[Family] = [
 ]
 BY_NAME = {f.name: f for f in FAMILIES}
 
-#: Generic path: the layer whose output is the logits; MultiMix mixes its input (tested).
+#: The layer whose output is the logits; MultiMix mixes its input (tested). One architecture, one
+#: mixing point: RoBERTa, XLM-R, CamemBERT and Data2Vec-text share a head and mix at `out_proj`'s input.
 FINAL_LAYERS = {
+    "bert": "classifier", "roberta": "classifier.out_proj", "distilbert": "classifier", "deberta-v2": "classifier",
     "electra": "classifier.out_proj", "xlm-roberta": "classifier.out_proj", "albert": "classifier",
     "mpnet": "classifier.out_proj", "modernbert": "classifier", "camembert": "classifier.out_proj",
     "data2vec-text": "classifier.out_proj", "gpt2": "score", "llama": "score", "qwen2": "score", "mistral": "score",
-    "beit": "classifier", "dinov2": "classifier", "convnextv2": "classifier", "regnet": "classifier.1",
-    "efficientnet": "classifier", "mobilevit": "classifier", "wav2vec2": "classifier", "hubert": "classifier",
-    "ast": "classifier.dense",
-}
-#: Hand-written adapters: where they mix (their docstrings and tests/test_adapter_hf.py hold the details).
-HAND_WRITTEN_MIXING = {
-    "bert": "pooler output; positions: the pooler on every token",
-    "roberta": "`<s>` hidden state; the classification head runs on the mixes",
-    "distilbert": "`[CLS]` hidden state; the pre-classifier MLP runs on the mixes",
-    "deberta-v2": "ContextPooler output; positions: the pooler on every token",
-    "vit": "final-norm CLS token; positions: patch tokens",
-    "deit": "CLS token; positions: patch tokens (CLS and distillation tokens dropped)",
-    "swin": "mean of the final sequence; positions: its tokens",
-    "convnext": "norm of the mean cell; positions: normed cells",
-    "resnet": "pooled last map; positions: its cells",
+    "vit": "classifier", "deit": "classifier", "swin": "classifier", "convnext": "classifier",
+    "resnet": "classifier.1", "beit": "classifier", "dinov2": "classifier", "convnextv2": "classifier",
+    "regnet": "classifier.1", "efficientnet": "classifier", "mobilevit": "classifier", "wav2vec2": "classifier",
+    "hubert": "classifier", "ast": "classifier.dense",
 }
 
 

@@ -38,14 +38,14 @@ a test fails when it is stale.
 computed exactly from the clean ones (docs/method.md); *embedding path* means the head runs on
 each mixed embedding. The *generic* path (`HFGenericAdapter`) takes any Hugging Face
 `*ForSequenceClassification`, `*ForImageClassification` or `*ForAudioClassification` model whose
-logits are the output of a linear layer: it finds that layer on the first batch and mixes its
-input. Families listed with their own adapter are read in one batched pass, which is faster in
-dense mode; see docs/custom_adapters.md for models that fit neither.
+logits are the output of a linear layer: it runs the model's own forward, finds that layer on the
+first batch and mixes its input (docs/architecture.md). ViT and DeiT add the CLS attention on the
+same path; see docs/custom_adapters.md for models that fit neither.
 """
 
 
 def hf_rows() -> list[str]:
-    from hf_families import FAMILIES, FINAL_LAYERS, HAND_WRITTEN_MIXING, build
+    from hf_families import FAMILIES, FINAL_LAYERS, build
 
     from hf_multimix import MultiMixHead
 
@@ -55,12 +55,8 @@ def hf_rows() -> list[str]:
     for fam in FAMILIES:
         head = MultiMixHead(build(fam), n=8)
         adapter = type(head.adapter).__name__
-        if adapter == "HFGenericAdapter":
-            where = f"input of `{FINAL_LAYERS[fam.name]}`" + (", every token" if fam.kind == "decoder" else "")
-            adapter = "generic"
-        else:
-            where = HAND_WRITTEN_MIXING[fam.name]
-            adapter = f"`{adapter}`"
+        where = f"input of `{FINAL_LAYERS[fam.name]}`" + (", every token" if fam.kind == "decoder" else "")
+        adapter = "generic" if adapter == "HFGenericAdapter" else f"generic + CLS attention (`{adapter}`)"
         path = "shortcut" if head.adapter.affine else "embedding path"
         dense = "yes" if fam.dense is True else "no (clear error)"
         rows.append(f"| {fam.name} | `{fam.model_cls.__name__}` | {fam.kind} | {adapter} | {where} | yes, {path} "
@@ -77,8 +73,8 @@ def timm_rows() -> list[str]:
     from hf_multimix import MultiMixHead
 
     rows = ["## timm", "",
-            "Every timm classifier goes through `TimmAdapter` (`forward_features`, "
-            "`forward_head(pre_logits=True)`, `get_classifier()`; docs/timm.md).", "",
+            "Every timm classifier goes through `TimmAdapter`: the model's own forward runs, hooks on "
+            "`get_classifier()` read its input and `forward_head` the features (docs/timm.md).", "",
             "| architecture | timm name | pooled | dense |", "|---|---|---|---|"]
     for key, arch in ARCHS.items():
         torch.manual_seed(0)

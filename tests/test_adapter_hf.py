@@ -1,4 +1,4 @@
-"""Hugging Face adapters (hf_vision, hf_text) on tiny randomly initialised models.
+"""Hugging Face adapters (hf_generic, and hf_vit for ViT / DeiT) on tiny randomly initialised models.
 
 Every model is built from a small config (no hub access); each test builds its own model
 so tests stay independent.
@@ -20,8 +20,8 @@ from torch import Tensor, nn
 
 from hf_multimix import dense_multimix_loss, multimix_loss, sample_lambda
 from hf_multimix.adapters.base import BackboneAdapter
-from hf_multimix.adapters.hf_text import BertAdapter, DebertaV2Adapter, DistilBertAdapter, RobertaAdapter
-from hf_multimix.adapters.hf_vision import ConvNextAdapter, DeiTAdapter, ResNetAdapter, SwinAdapter, ViTAdapter
+from hf_multimix.adapters.hf_generic import HFGenericAdapter
+from hf_multimix.adapters.hf_vit import ViTAdapter
 
 C = 5  # classes
 IMG = 32
@@ -46,39 +46,39 @@ class Family:
 
     @property
     def text(self) -> bool:
-        return self.adapter_cls.main_input_name == "input_ids"
+        return self.embedding.endswith("word_embeddings.weight")
 
 
 FAMILIES = [
     Family("vit", tf.ViTForImageClassification, tf.ViTConfig(image_size=IMG, patch_size=8, **TINY), ViTAdapter,
            "vit.embeddings.patch_embeddings.projection.weight", 16, True),
-    Family("deit", tf.DeiTForImageClassification, tf.DeiTConfig(image_size=IMG, patch_size=8, **TINY), DeiTAdapter,
+    Family("deit", tf.DeiTForImageClassification, tf.DeiTConfig(image_size=IMG, patch_size=8, **TINY), ViTAdapter,
            "deit.embeddings.patch_embeddings.projection.weight", 16, True),
     Family("swin", tf.SwinForImageClassification,
            tf.SwinConfig(image_size=IMG, patch_size=4, embed_dim=16, depths=[1, 1], num_heads=[2, 2], window_size=4,
                          num_labels=C),
-           SwinAdapter, "swin.embeddings.patch_embeddings.projection.weight", 16, True),
+           HFGenericAdapter, "swin.embeddings.patch_embeddings.projection.weight", 16, True),
     Family("convnext", tf.ConvNextForImageClassification,
-           tf.ConvNextConfig(num_stages=2, hidden_sizes=[8, 16], depths=[1, 1], num_labels=C), ConvNextAdapter,
+           tf.ConvNextConfig(num_stages=2, hidden_sizes=[8, 16], depths=[1, 1], num_labels=C), HFGenericAdapter,
            "convnext.embeddings.patch_embeddings.weight", 16, True),
     Family("resnet", tf.ResNetForImageClassification,
-           tf.ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], num_labels=C), ResNetAdapter,
+           tf.ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], num_labels=C), HFGenericAdapter,
            "resnet.embedder.embedder.convolution.weight", 16, True),
-    Family("bert", tf.BertForSequenceClassification, tf.BertConfig(**TEXT, **TINY), BertAdapter,
+    Family("bert", tf.BertForSequenceClassification, tf.BertConfig(**TEXT, **TINY), HFGenericAdapter,
            "bert.embeddings.word_embeddings.weight", SEQ, True),
     # MiniLM checkpoints are BertConfig models: another width and head count, same adapter.
     Family("minilm", tf.BertForSequenceClassification,
-           tf.BertConfig(**TEXT, **{**TINY, "hidden_size": 24, "num_attention_heads": 4}), BertAdapter,
+           tf.BertConfig(**TEXT, **{**TINY, "hidden_size": 24, "num_attention_heads": 4}), HFGenericAdapter,
            "bert.embeddings.word_embeddings.weight", SEQ, True),
     Family("roberta", tf.RobertaForSequenceClassification,
-           tf.RobertaConfig(**{**TEXT, "pad_token_id": 1}, **TINY), RobertaAdapter,
-           "roberta.embeddings.word_embeddings.weight", SEQ, False),
+           tf.RobertaConfig(**{**TEXT, "pad_token_id": 1}, **TINY), HFGenericAdapter,
+           "roberta.embeddings.word_embeddings.weight", SEQ, True),
     Family("distilbert", tf.DistilBertForSequenceClassification,
-           tf.DistilBertConfig(**TEXT, dim=32, n_layers=2, n_heads=2, hidden_dim=37, num_labels=C), DistilBertAdapter,
-           "distilbert.embeddings.word_embeddings.weight", SEQ, False),
+           tf.DistilBertConfig(**TEXT, dim=32, n_layers=2, n_heads=2, hidden_dim=37, num_labels=C), HFGenericAdapter,
+           "distilbert.embeddings.word_embeddings.weight", SEQ, True),
     Family("deberta-v2", tf.DebertaV2ForSequenceClassification,
            tf.DebertaV2Config(**TEXT, **TINY, relative_attention=True, pos_att_type=["c2p", "p2c"], position_buckets=16),
-           DebertaV2Adapter, "deberta.embeddings.word_embeddings.weight", SEQ, True),
+           HFGenericAdapter, "deberta.embeddings.word_embeddings.weight", SEQ, True),
 ]
 BY_NAME = {f.name: f for f in FAMILIES}
 TEXT_FAMILIES = [f for f in FAMILIES if f.text]
@@ -180,7 +180,7 @@ def test_convnext_tokens_are_layernormed_cells() -> None:
 
 def test_resnet_classifier_skips_flatten() -> None:
     model = build(BY_NAME["resnet"])
-    adapter = ResNetAdapter(model)
+    adapter = HFGenericAdapter(model)
     assert adapter.classifier is model.classifier[1]
     assert isinstance(model.classifier[0], nn.Flatten)
 
@@ -201,14 +201,24 @@ def test_bert_and_deberta_tokens_are_pooler_outputs() -> None:
             torch.testing.assert_close(feats.tokens[:, j], pooler(model)(hidden[:, j:j + 1]))
 
 
-def test_roberta_classify_runs_head_on_every_vector() -> None:
-    model = build(BY_NAME["roberta"])
-    adapter = RobertaAdapter(model)
-    z = torch.randn(4, 3, 32)
+@pytest.mark.parametrize("name", ["roberta", "distilbert"])
+def test_mlp_heads_mix_at_the_input_of_their_last_linear(name: str) -> None:
+    """One architecture, one method: RoBERTa's head (dense, tanh, out_proj) and DistilBERT's
+    (pre_classifier, ReLU, classifier) mix where XLM-R / CamemBERT do, the input of the last Linear,
+    so the logit shortcut is exact."""
+    fam = BY_NAME[name]
+    model = build(fam)
+    adapter = HFGenericAdapter(model)
+    inputs = make_inputs(fam, 3)
     with torch.no_grad():
-        out = adapter.classify(z)
-        expected = torch.stack([model.classifier(z[:, j : j + 1]) for j in range(3)], dim=1)
-    torch.testing.assert_close(out, expected)
+        feats = adapter.features(inputs)
+        h = model.base_model(**inputs).last_hidden_state[:, 0]
+        if name == "roberta":
+            expected = model.classifier.dense(h).tanh()
+        else:
+            expected = model.pre_classifier(h).relu()
+    assert adapter.affine and adapter.final_layer_name == ("classifier.out_proj" if name == "roberta" else "classifier")
+    torch.testing.assert_close(feats.pooled, expected)
 
 
 # ------------------------------------------------------------------------------------------- losses
@@ -354,18 +364,19 @@ def test_cls_attention_refuses_image_attention_mask() -> None:
 @pytest.mark.parametrize(
     "model_fn, adapter_cls, match",
     [
-        (lambda: tf.BertModel(BY_NAME["bert"].config), BertAdapter, "use transformers.BertForSequenceClassification"),
-        (lambda: tf.RobertaModel(BY_NAME["roberta"].config), RobertaAdapter, "RobertaForSequenceClassification"),
-        (lambda: tf.DistilBertModel(BY_NAME["distilbert"].config), DistilBertAdapter,
+        (lambda: tf.BertModel(BY_NAME["bert"].config), HFGenericAdapter,
+         "use transformers.BertForSequenceClassification"),
+        (lambda: tf.RobertaModel(BY_NAME["roberta"].config), HFGenericAdapter, "RobertaForSequenceClassification"),
+        (lambda: tf.DistilBertModel(BY_NAME["distilbert"].config), HFGenericAdapter,
          "DistilBertForSequenceClassification"),
-        (lambda: tf.DebertaV2Model(BY_NAME["deberta-v2"].config), DebertaV2Adapter,
+        (lambda: tf.DebertaV2Model(BY_NAME["deberta-v2"].config), HFGenericAdapter,
          "DebertaV2ForSequenceClassification"),
         (lambda: tf.ViTModel(BY_NAME["vit"].config), ViTAdapter, "use transformers.ViTForImageClassification"),
-        (lambda: tf.DeiTForImageClassificationWithTeacher(BY_NAME["deit"].config), DeiTAdapter,
+        (lambda: tf.DeiTForImageClassificationWithTeacher(BY_NAME["deit"].config), ViTAdapter,
          "fine-tune transformers.DeiTForImageClassification"),
-        (lambda: tf.SwinModel(BY_NAME["swin"].config), SwinAdapter, "SwinForImageClassification"),
-        (lambda: tf.ConvNextModel(BY_NAME["convnext"].config), ConvNextAdapter, "ConvNextForImageClassification"),
-        (lambda: tf.ResNetModel(BY_NAME["resnet"].config), ResNetAdapter, "ResNetForImageClassification"),
+        (lambda: tf.SwinModel(BY_NAME["swin"].config), HFGenericAdapter, "SwinForImageClassification"),
+        (lambda: tf.ConvNextModel(BY_NAME["convnext"].config), HFGenericAdapter, "ConvNextForImageClassification"),
+        (lambda: tf.ResNetModel(BY_NAME["resnet"].config), HFGenericAdapter, "ResNetForImageClassification"),
     ],
 )
 def test_model_without_classification_head_is_refused(model_fn: Any, adapter_cls: type, match: str) -> None:
@@ -377,11 +388,10 @@ def test_model_without_classification_head_is_refused(model_fn: Any, adapter_cls
 
 def test_matches_only_its_family() -> None:
     models = {f.name: build(f) for f in (BY_NAME["vit"], BY_NAME["deit"], BY_NAME["bert"], BY_NAME["resnet"])}
-    assert ViTAdapter.matches(models["vit"]) and not ViTAdapter.matches(models["deit"])
-    assert DeiTAdapter.matches(models["deit"]) and not DeiTAdapter.matches(models["vit"])
-    assert BertAdapter.matches(models["bert"]) and not RobertaAdapter.matches(models["bert"])
-    assert not BertAdapter.matches(models["resnet"])
-    assert not ViTAdapter.matches(nn.Linear(3, 4))
+    assert ViTAdapter.matches(models["vit"]) and ViTAdapter.matches(models["deit"])
+    assert not ViTAdapter.matches(models["bert"]) and not ViTAdapter.matches(models["resnet"])
+    assert all(HFGenericAdapter.matches(model) for model in models.values())
+    assert not ViTAdapter.matches(nn.Linear(3, 4)) and not HFGenericAdapter.matches(nn.Linear(3, 4))
 
 
 @pytest.mark.parametrize(
@@ -415,15 +425,15 @@ def test_text_mask_must_be_two_dimensional() -> None:
     inputs = make_inputs(fam, 2)
     inputs["attention_mask"] = inputs["attention_mask"][:, None, None, :]
     with pytest.raises(ValueError, match=r"needs a \[m, L\] attention_mask"):
-        BertAdapter(build(fam)).features(inputs, tokens=True)
+        HFGenericAdapter(build(fam)).features(inputs, tokens=True)
 
 
 def test_text_batch_size_from_ids_or_embeddings() -> None:
-    adapter = BertAdapter(build(BY_NAME["bert"]))
+    adapter = HFGenericAdapter(build(BY_NAME["bert"]))
     assert adapter.batch_size({"input_ids": torch.zeros(3, 5, dtype=torch.long)}) == 3
     assert adapter.batch_size({"inputs_embeds": torch.zeros(4, 5, 32)}) == 4
-    with pytest.raises(TypeError, match="'input_ids' or 'inputs_embeds'"):
-        adapter.batch_size({"attention_mask": torch.ones(2, 5)})
+    with pytest.raises(TypeError, match="expects a tensor 'input_ids'"):
+        adapter.batch_size({})
 
 
 def test_token_type_ids_pass_through() -> None:
@@ -433,9 +443,10 @@ def test_token_type_ids_pass_through() -> None:
     inputs["token_type_ids"] = torch.zeros_like(inputs["input_ids"])
     inputs["token_type_ids"][:, 4:] = 1
     with torch.no_grad():
-        pooled = BertAdapter(model).features(inputs).pooled
-        torch.testing.assert_close(BertAdapter(model).classify(pooled), model(**inputs).logits, atol=1e-5, rtol=0)
-        without = BertAdapter(model).features({k: v for k, v in inputs.items() if k != "token_type_ids"}).pooled
+        adapter = HFGenericAdapter(model)
+        pooled = adapter.features(inputs).pooled
+        torch.testing.assert_close(adapter.classify(pooled), model(**inputs).logits, atol=1e-5, rtol=0)
+        without = adapter.features({k: v for k, v in inputs.items() if k != "token_type_ids"}).pooled
     assert not torch.allclose(pooled, without)
 
 

@@ -6,11 +6,15 @@ Users plug in a model family the adapters do not know with `register_adapter` (o
 
 from __future__ import annotations
 
+import logging
+
 from torch import nn
 
 from .base import BackboneAdapter, Features
 
 _REGISTRY: list[type[BackboneAdapter]] = []
+_FALLBACKS: list[type[BackboneAdapter]] = []
+logger = logging.getLogger(__name__)
 
 
 def register_adapter(cls: type[BackboneAdapter]) -> type[BackboneAdapter]:
@@ -51,7 +55,9 @@ def find_adapter(model: nn.Module) -> BackboneAdapter:
     model = unwrap_model(model)
     for cls in _REGISTRY:
         if cls.matches(model):
-            return cls(model)
+            adapter = cls(model)
+            logger.info("hf_multimix: %s takes %s", cls.__name__, type(model).__name__)
+            return adapter
     known = ", ".join(c.__name__ for c in _REGISTRY)
     raise TypeError(
         f"hf_multimix has no adapter for {type(model).__name__} (known: {known}). Subclass "
@@ -70,14 +76,20 @@ def _load_builtin() -> None:
     if _builtin_loaded:
         return
     _builtin_loaded = True
-    from . import hf_text, hf_vision, timm  # noqa: F401
-    from . import hf_generic  # noqa: F401  (last: the fallback for every other Hugging Face classifier)
+    from . import hf_generic, hf_vit, timm  # noqa: F401
 
 
-def register_builtin(cls: type[BackboneAdapter]) -> type[BackboneAdapter]:
-    """Registers a built-in adapter after (at lower priority than) user adapters."""
-    if cls not in _REGISTRY:
+def register_builtin(cls: type[BackboneAdapter], fallback: bool = False) -> type[BackboneAdapter]:
+    """Registers a built-in adapter after (at lower priority than) user adapters; a `fallback`
+    (the generic Hugging Face path) comes after every other built-in, whatever the import order."""
+    if cls in _REGISTRY:
+        return cls
+    if fallback:
+        _FALLBACKS.append(cls)
         _REGISTRY.append(cls)
+    else:
+        first = next((i for i, c in enumerate(_REGISTRY) if c in _FALLBACKS), len(_REGISTRY))
+        _REGISTRY.insert(first, cls)
     return cls
 
 
