@@ -91,3 +91,112 @@ def spawned_train_worker(rank, world, port, out_dir):
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), LOCAL_WORLD_SIZE=str(world),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), ACCELERATE_USE_CPU="yes")
     train_worker(out_dir)
+
+
+# ------------------------------------------------------------------------------------------ FSDP2
+
+FSDP_CASES = ["timm-resnet", "timm-vit", "hf-vit", "hf-electra", "hf-llama"]
+
+
+def fsdp_model(case):
+    """A tiny classifier, its layer stack (each layer gets `fully_shard`, then the root) and a batch."""
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(3)
+    if case.startswith("timm-"):
+        import timm
+
+        if case == "timm-resnet":
+            model = timm.create_model("resnet10t", pretrained=False, num_classes=3)
+            return model, [model.layer1, model.layer2, model.layer3, model.layer4], \
+                {"x": torch.randn(4, 3, 64, 64, generator=g)}
+        model = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=3, img_size=32, patch_size=8,
+                                  depth=2)
+        return model, list(model.blocks), {"x": torch.randn(4, 3, 32, 32, generator=g)}
+    import transformers as tf
+
+    tiny = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37, num_labels=3)
+    if case == "hf-vit":
+        model = tf.ViTForImageClassification(tf.ViTConfig(image_size=32, patch_size=8, **tiny))
+        return model, list(model.vit.layers), {"pixel_values": torch.randn(4, 3, 32, 32, generator=g)}
+    ids = torch.randint(3, 100, (4, 8), generator=g)
+    mask = torch.ones_like(ids)
+    mask[1, 6:] = 0
+    if case == "hf-electra":
+        model = tf.ElectraForSequenceClassification(
+            tf.ElectraConfig(vocab_size=100, embedding_size=32, max_position_embeddings=64, pad_token_id=0, **tiny))
+        layers = list(model.electra.encoder.layer)
+    else:
+        mask = torch.ones_like(ids)
+        mask[1, :2] = 0  # Llama tokenizers pad on the left
+        model = tf.LlamaForSequenceClassification(
+            tf.LlamaConfig(vocab_size=100, max_position_embeddings=64, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+                           num_key_value_heads=2, **tiny))
+        layers = list(model.model.layers)
+    return model, layers, {"input_ids": ids.masked_fill(mask == 0, 0), "attention_mask": mask}
+
+
+def fsdp_worker(rank, world, init_file, out_dir):
+    """Every case of `FSDP_CASES` under FSDP2 (`fully_shard` on each layer, then the root): the plain
+    model's cross-entropy and MultiMix losses, pooled, dense and (ViTs) dense with CLS attention, with an
+    unsharded copy as reference."""
+    import copy
+    import warnings
+
+    import torch.nn.functional as F
+    from torch.distributed.fsdp import fully_shard
+
+    from hf_multimix import MultiMixHead
+
+    warnings.filterwarnings("ignore")
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    results = {}
+    for case in FSDP_CASES:
+        model, layers, inputs = fsdp_model(case)
+        model.eval()  # dropout off: the sharded and unsharded runs must agree
+        reference = copy.deepcopy(model)
+        for layer in layers:
+            fully_shard(layer)
+        fully_shard(model)
+        key = next(iter(inputs))
+        same = {k: v[:1].expand(v.shape[0], *v.shape[1:]).clone() for k, v in inputs.items()}
+        y = torch.tensor([0, 1, 2, 1])
+        row = {}
+        out = model(*[same[key]], **{k: v for k, v in same.items() if k != key}) if case.startswith("timm") \
+            else model(**same)
+        logits = out if isinstance(out, torch.Tensor) else out.logits
+        ce = F.cross_entropy(logits, torch.full((4,), 2))
+        ce.backward()
+        row["plain_ce"] = float(ce)
+        row["plain_grads_finite"] = all(torch.isfinite(p.grad.full_tensor()).all().item()
+                                        for p in model.parameters() if p.grad is not None)
+        model.zero_grad(set_to_none=True)
+        modes = [("pooled", False, "uniform"), ("dense", True, "uniform")] + ([("cls", True, "cls")] if "vit" in case
+                                                                               else [])
+        for name, dense, attention in modes:
+            sharded = MultiMixHead(model, n=20, dense=dense, attention=attention, clean_weight=1.0)
+            plain = MultiMixHead(reference, n=20, dense=dense, attention=attention, clean_weight=1.0)
+            for head in (sharded, plain):
+                head.train()
+                head.model.eval()
+            # identical examples: every mix is that example, so the loss is (1 + clean_weight) * CE
+            row[f"{name}_same"] = float(sharded(**same, labels=torch.full((4,), 2)).loss) if not dense else None
+            torch.manual_seed(10)
+            loss = sharded(**inputs, labels=y).loss
+            loss.backward()
+            torch.manual_seed(10)
+            ref = plain(**inputs, labels=y).loss
+            ref.backward()
+            row[f"{name}_loss"], row[f"{name}_ref"] = float(loss), float(ref)
+            grads = {n: p.grad.full_tensor() for n, p in model.named_parameters() if p.grad is not None}
+            ref_grads = {n: p.grad for n, p in reference.named_parameters() if p.grad is not None}
+            row[f"{name}_grads_finite"] = all(torch.isfinite(g).all().item() for g in grads.values())
+            row[f"{name}_grad_names_match"] = sorted(grads) == sorted(ref_grads)
+            row[f"{name}_max_grad_diff"] = max(float((grads[n] - ref_grads[n]).abs().max()) for n in grads)
+            row[f"{name}_adapter"] = type(sharded.adapter).__name__
+            model.zero_grad(set_to_none=True)
+            reference.zero_grad(set_to_none=True)
+        results[case] = row
+    with open(os.path.join(out_dir, f"fsdp{rank}.json"), "w") as f:
+        json.dump(results, f)
+    dist.destroy_process_group()
