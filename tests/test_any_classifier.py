@@ -314,3 +314,43 @@ def test_dense_replay_leaves_batch_norm_statistics_to_the_real_batch() -> None:
     assert len(norms) == 3  # running mean, running variance, batches tracked
     for name, buf in norms:
         torch.testing.assert_close(buf, dict(twin.named_buffers())[name])
+
+
+@pytest.mark.parametrize("name, replay", [("bert", "single"), ("dinov2", "single"), ("convnextv2", "single"),
+                                          ("wav2vec2", "full")])
+def test_dense_fast_path_is_the_full_replay_or_is_not_taken(name: str, replay: str, monkeypatch) -> None:
+    """The fast path (each position through the head alone) is taken only where, on the first dense
+    batch, it gives what full-length copies give: DINOv2's [CLS, mean of patches] head reads a
+    position p as [p, p] either way; wav2vec2's head pools frames with the processor's sample mask,
+    which a single frame does not fit, so the full-length replay stays."""
+    from hf_multimix.adapters import hf_generic
+
+    fam = BY_NAME[name]
+    model = build(fam)
+    inputs = make_inputs(fam, 4)
+    head = MultiMixHead(model, n=10, dense=True)
+    head.train()
+    model.eval()
+    fast = head.adapter.features(inputs, tokens=True).tokens
+    assert head.adapter.dense_replay == replay
+    monkeypatch.setattr(hf_generic.HFGenericAdapter, "_check_fast", lambda self, *args: False)
+    slow_head = MultiMixHead(model, n=10, dense=True)
+    slow_head.train()
+    model.eval()
+    slow = slow_head.adapter.features(inputs, tokens=True).tokens
+    assert slow_head.adapter.dense_replay == "full"
+    torch.testing.assert_close(fast, slow, atol=1e-5, rtol=1e-5)
+
+
+def test_adapter_and_final_layer_are_logged(caplog) -> None:
+    import logging
+
+    fam = BY_NAME["electra"]
+    with caplog.at_level(logging.INFO, logger="hf_multimix"):
+        head = MultiMixHead(build(fam), n=10, dense=True)
+        head.train()
+        head(**make_inputs(fam, 4), labels=LABELS)
+    text = caplog.text
+    assert "HFGenericAdapter takes ElectraForSequenceClassification" in text
+    assert "mixes the input of its layer 'classifier.out_proj'" in text
+    assert "single positions (fast path)" in text

@@ -11,7 +11,7 @@ the hook, while the forward holds those parameters gathered.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import torch
@@ -20,7 +20,16 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 
 @contextmanager
-def forward_hooks(modules: Iterable[nn.Module], record: list) -> Iterator[None]:
+def _removed_after(handles: list) -> Iterator[None]:
+    """Removes the hook `handles` when the context closes."""
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def forward_hooks(modules: Iterable[nn.Module], record: list) -> AbstractContextManager:
     """Records `(module, input, output)` of each call of `modules`, in the order the calls finish
     (the first positional input; calls without a tensor input or output are not recorded)."""
 
@@ -28,35 +37,18 @@ def forward_hooks(modules: Iterable[nn.Module], record: list) -> Iterator[None]:
         if args and isinstance(args[0], Tensor) and isinstance(output, Tensor):
             record.append((module, args[0], output))
 
-    handles = [m.register_forward_hook(hook) for m in modules]
-    try:
-        yield
-    finally:
-        for h in handles:
-            h.remove()
+    return _removed_after([m.register_forward_hook(hook) for m in modules])
 
 
-@contextmanager
-def pre_hooks(modules: Iterable[nn.Module], hook: Any) -> Iterator[None]:
+def pre_hooks(modules: Iterable[nn.Module], hook: Any) -> AbstractContextManager:
     """`hook(module, args, kwargs)` runs before each call of `modules` (a forward pre-hook with kwargs)."""
-    handles = [m.register_forward_pre_hook(hook, with_kwargs=True) for m in modules]
-    try:
-        yield
-    finally:
-        for h in handles:
-            h.remove()
+    return _removed_after([m.register_forward_pre_hook(hook, with_kwargs=True) for m in modules])
 
 
-@contextmanager
-def record_calls(model: nn.Module, calls: list[nn.Module]) -> Iterator[None]:
+def record_calls(model: nn.Module, calls: list[nn.Module]) -> AbstractContextManager:
     """Appends to `calls` every submodule of `model` that runs while the context is open."""
-    handles = [mod.register_forward_pre_hook(lambda module, args: calls.append(module))
-               for mod in model.modules() if mod is not model]
-    try:
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
+    return _removed_after([mod.register_forward_pre_hook(lambda module, args: calls.append(module))
+                           for mod in model.modules() if mod is not model])
 
 
 @contextmanager
@@ -144,17 +136,16 @@ def position_mask(mask: Any, length: int | None = None) -> Tensor:
         ValueError: for anything but an `[m, L]` tensor (an expanded 4-d mask, say), or one whose
             length is not the features' `length`.
     """
+    problem = None
     if not isinstance(mask, Tensor) or mask.dim() != 2:
         shape = tuple(mask.shape) if isinstance(mask, Tensor) else type(mask).__name__
-        raise ValueError(
-            f"dense MultiMix needs a [m, L] attention_mask (1 = token, 0 = padding), got {shape}; "
-            "pass the tokenizer's attention_mask, not an expanded 4-d mask."
-        )
-    if length is not None and mask.shape[1] != length:
-        raise ValueError(
-            f"attention_mask has {mask.shape[1]} positions but the model's features have {length}; pass the "
-            "processor's attention_mask for these inputs."
-        )
+        problem = (f"dense MultiMix needs a [m, L] attention_mask (1 = token, 0 = padding), got {shape}; "
+                   "pass the tokenizer's attention_mask, not an expanded 4-d mask.")
+    elif length is not None and mask.shape[1] != length:
+        problem = (f"attention_mask has {mask.shape[1]} positions but the model's features have {length}; pass "
+                   "the processor's attention_mask for these inputs.")
+    if problem is not None:
+        raise ValueError(problem)
     return mask.bool()
 
 

@@ -128,14 +128,18 @@ class BackboneAdapter(ABC):
         """The wrapped model's own logits `[m, c]`, read from `forward_model`'s output."""
         return logits_of(self.forward_model(inputs))
 
-    def batch_size(self, inputs: Mapping[str, Any]) -> int:
-        """Examples in the batch, read from the main input."""
+    def main_input(self, inputs: Mapping[str, Any]) -> Tensor:
+        """The main input tensor (`main_input_name`), or a `TypeError` naming the keys given."""
         x = inputs.get(self.main_input_name)
         if not isinstance(x, Tensor):
             raise TypeError(
                 f"{type(self).__name__} expects a tensor '{self.main_input_name}' (got keys {sorted(inputs)})."
             )
-        return x.shape[0]
+        return x
+
+    def batch_size(self, inputs: Mapping[str, Any]) -> int:
+        """Examples in the batch, read from the main input."""
+        return self.main_input(inputs).shape[0]
 
 
 def is_pointwise_conv(module: nn.Module) -> bool:

@@ -155,6 +155,15 @@ class HFGenericAdapter(BackboneAdapter):
         return next((n for n, m in self.model.named_modules() if m is self._final), type(self._final).__name__)
 
     @property
+    def dense_replay(self) -> str | None:
+        """How positions are replayed through the head: "single" (the fast path: each position alone),
+        "full" (full-length copies: the check of the fast path failed on the first dense batch), or
+        None (not checked yet, or the model has no positions to replay)."""
+        if not self._replay_ok:
+            return None
+        return "single" if self._fast else "full"
+
+    @property
     def per_token(self) -> bool:
         """Whether the final layer runs on every token (decoder classifiers)."""
         return self._per_token

@@ -2,8 +2,16 @@
 
 Every timm classifier splits into `forward_features` (the backbone), `forward_head(x,
 pre_logits=True)` (pooling plus whatever the head does before its last layer) and
-`get_classifier()` (the last layer). MultiMix interpolates what `forward_head(pre_logits=True)`
-returns, so `classify(features(x).pooled)` is exactly `model(x)` in eval mode.
+`get_classifier()` (the last layer). MultiMix interpolates the input of `get_classifier()`, which
+is what `forward_head(pre_logits=True)` returns, so `classify(features(x).pooled)` is exactly
+`model(x)` in eval mode.
+
+The adapter never calls those parts itself: it runs the model's own forward, `model(x)`, and reads
+it with hooks (adapters/_hooks.py), so FSDP, Accelerate and PEFT hooks on the model run as in plain
+training. A forward pre-hook on each classifier catches its input (the pooled embedding); for dense
+mode, timm's own seam `forward_head`, which `model.forward` calls on the output of
+`forward_features`, is shadowed for the duration of the call to read that output and to replay the
+head on single positions there, inside the forward, where FSDP holds the head's parameters.
 
 Dense mode, one rule for all architectures. The positions are the cells of the last feature
 map (`[B, C, H, W]` or NHWC `[B, H, W, C]`) or the non-prefix tokens of a token sequence
@@ -42,6 +50,7 @@ running averages a second time per step would corrupt them).
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Mapping
 from contextlib import nullcontext
@@ -64,6 +73,8 @@ from ._hooks import (
     replaced_attribute,
 )
 from .base import BackboneAdapter, Features, classifier_is_affine, is_pointwise_conv
+
+logger = logging.getLogger(__name__)
 
 #: Classes of attention-based pooling heads (timm's AttentionPoolLatent, AttentionPool2d,
 #: RotAttentionPool2d, AttentionPoolPrr, SimPool): seen anywhere in a model, dense mode is refused.
@@ -124,6 +135,7 @@ class TimmAdapter(BackboneAdapter):
         super().__init__(model)
         self._head_checked = False
         self._head_batch_norms: list[nn.Module] | None = None
+        self._logged = False
 
     @property
     def timm_model(self) -> nn.Module:
@@ -155,17 +167,9 @@ class TimmAdapter(BackboneAdapter):
             )
         return {self.main_input_name: next(iter(given.values()))}
 
-    def _images(self, inputs: Mapping[str, Any]) -> Tensor:
-        x = inputs.get(self.main_input_name)
-        if not isinstance(x, Tensor):
-            raise TypeError(
-                f"{type(self).__name__} expects a tensor '{self.main_input_name}' (got keys {sorted(inputs)})."
-            )
-        return x
-
     def forward_model(self, inputs: Mapping[str, Any], module: nn.Module | None = None) -> Any:
         """Exactly `model(x)`."""
-        return (self.model if module is None else module)(self._images(inputs))
+        return (self.model if module is None else module)(self.main_input(inputs))
 
     # ------------------------------------------------------------- classifier
     def _heads(self) -> tuple[nn.Module, ...]:
@@ -275,9 +279,6 @@ class TimmAdapter(BackboneAdapter):
         return cls_attention_row(q[:, :, :1], k, attn.scale, self.timm_model.num_prefix_tokens)
 
     # ------------------------------------------------------------------ features
-    def _input_for_backbone(self, x: Tensor) -> Tensor:
-        return x
-
     def features(
         self, inputs: Mapping[str, Any], *, tokens: bool = False, cls_attention: bool = False
     ) -> Features:
@@ -294,7 +295,7 @@ class TimmAdapter(BackboneAdapter):
             `cls_attention` `[B, r]`.
         """
         model = self.timm_model
-        self._images(inputs)
+        self.main_input(inputs)
         if cls_attention and not self.supports_cls_attention:
             raise refuse_cls_attention(model)
         if tokens:
@@ -344,6 +345,12 @@ class TimmAdapter(BackboneAdapter):
             )
         if tokens and "tokens" not in out:
             raise self._dense_refusal("its forward does not call forward_head(forward_features(x))")
+        if not self._logged:
+            self._logged = True
+            names = {id(m): n for n, m in model.named_modules()}
+            logger.info("hf_multimix: %s mixes the input of %s%s", type(model).__name__,
+                        " and ".join(repr(names.get(id(h), type(h).__name__)) for h in heads),
+                        "; positions from forward_head's input" if tokens else "")
         inputs_seen = [seen[i] for i in range(len(heads))]
         # One input read by every head (LeViT, EfficientFormer) is the pooled embedding; different
         # inputs (DeiT-distilled's CLS and distillation tokens, CrossViT's branches) are concatenated
@@ -500,8 +507,9 @@ class TimmAdapter(BackboneAdapter):
 @register_builtin
 class TimmWrapperAdapter(TimmAdapter):
     """Adapter for transformers' `TimmWrapperForImageClassification` (a timm model in
-    `.timm_model`). Features come from the timm model exactly as for `TimmAdapter`; logits
-    are the wrapper's `model(pixel_values=x).logits`.
+    `.timm_model`). The wrapper's own forward runs (it casts and moves the pixel values, then runs
+    the timm model), read by `TimmAdapter`'s hooks on the timm model; logits are the wrapper's
+    `model(pixel_values=x).logits`.
 
     Inputs are Hugging Face style: `head(pixel_values=x)` (or `head(x)`).
     """
@@ -522,11 +530,6 @@ class TimmWrapperAdapter(TimmAdapter):
             and _is_timm_like(model.timm_model)
         )
 
-    def _input_for_backbone(self, x: Tensor) -> Tensor:
-        # The wrapper moves and casts pixel values to the model before the timm model sees them.
-        param = next(self.timm_model.parameters(), None)
-        return x if param is None else x.to(param.device, param.dtype)
-
     def forward_model(self, inputs: Mapping[str, Any], module: nn.Module | None = None) -> Any:
         """Exactly `model(pixel_values=x)`."""
-        return (self.model if module is None else module)(pixel_values=self._images(inputs))
+        return (self.model if module is None else module)(pixel_values=self.main_input(inputs))
