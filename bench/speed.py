@@ -13,7 +13,17 @@ noise hits all alike. Peak memory is measured per case: on CUDA with
 
 Dense resolution `r` follows from the model and the input size (ResNet/ConvNeXt: (size/32)^2,
 ViT-S/16: (size/16)^2, BERT and ELECTRA: sequence length); `--r` picks the input size that gives it.
-`electra` (base size) has no hand-written adapter: it measures the generic Hugging Face path.
+`electra` (base size), `hf_vit_s` (transformers ViT, ViT-S/16 config: the generic path plus CLS
+attention) and `dinov2_s` (transformers DINOv2, ViT-S/16 config: the generic path) measure the
+Hugging Face path; the timm names the timm adapter.
+
+Every row records the machine's load average while it ran (`load_1m`, before and after) and, for
+dense rows, the time of drawing the per-position Dirichlet weights alone (`sampler_ms`,
+`sample_lambda(m, n, positions=r)`), so the part of the dense cost that is the sampler can be read off.
+
+    python bench/speed.py --threads 1 --models vit_small_patch16_224,dinov2_s --r 196 --classes 100 \
+        --repeats 3 --json bench/results/speed_r196_hooks.json
+    python bench/speed.py --fsdp --models resnet18 --image-size 64 --repeats 5   # 2-process Gloo FSDP2 ratio
 """
 
 from __future__ import annotations
@@ -21,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import platform
 import statistics
 import subprocess
@@ -31,12 +42,15 @@ from datetime import date
 import torch
 import torch.nn.functional as F
 
-from hf_multimix import MultiMixHead
+from hf_multimix import MultiMixHead, sample_lambda
 from loss_speed import PeakMemory  # bench/ is on the path when a bench script runs
 
 TIMM = {"resnet18": 32, "resnet50": 32, "vit_small_patch16_224": 16, "convnext_tiny": 32}
 BERT = "bert"
 ELECTRA = "electra"  # no hand-written adapter: MultiMixHead's generic Hugging Face path
+#: transformers image classifiers with the ViT-S/16 configuration (patch 16, width 384, 12 layers, 6 heads).
+HF_VIT_S = {"hf_vit_s": ("ViTConfig", "ViTForImageClassification"),
+            "dinov2_s": ("Dinov2Config", "Dinov2ForImageClassification")}
 
 
 def build(model_name: str, m: int, r: int | None, image_size: int, device: torch.device, num_classes: int = 1000):
@@ -53,6 +67,16 @@ def build(model_name: str, m: int, r: int | None, image_size: int, device: torch
             model = transformers.ElectraForSequenceClassification(cfg)
         length = r or 128
         inputs = {"input_ids": torch.randint(1000, 30000, (m, length)), "attention_mask": torch.ones(m, length, dtype=torch.long)}
+    elif model_name in HF_VIT_S:
+        import transformers
+
+        config_name, model_cls = HF_VIT_S[model_name]
+        size = 16 * int(math.isqrt(r)) if r else image_size
+        config = getattr(transformers, config_name)(image_size=size, patch_size=16, hidden_size=384,
+                                                    num_hidden_layers=12, num_attention_heads=6,
+                                                    intermediate_size=1536, num_labels=num_classes)
+        model = getattr(transformers, model_cls)(config)
+        inputs = {"pixel_values": torch.randn(m, 3, size, size)}
     else:
         import timm
 
@@ -83,8 +107,10 @@ def make_steps(model, inputs, labels, n: int, precision: str, device: torch.devi
     pooled = MultiMixHead(model, n=n)
     dense = MultiMixHead(model, n=n, dense=True)
 
+    timm_model = not hasattr(model, "config")
+
     def erm():
-        out = model(inputs["pixel_values"]) if "pixel_values" in inputs else model(**inputs).logits
+        out = model(inputs["pixel_values"]) if timm_model else model(**inputs).logits
         return F.cross_entropy(out.float(), labels)
 
     return {
@@ -100,7 +126,8 @@ def _sync(device):
 
 
 def time_case(model_name, m, n, r, args, device) -> dict:
-    model, inputs, labels = build(model_name, m, r, args.image_size, device)
+    load_before = os.getloadavg()[0]
+    model, inputs, labels = build(model_name, m, r, args.image_size, device, args.classes)
     model.train()
     steps = make_steps(model, inputs, labels, n, args.precision, device)
     for step in steps.values():  # warm-up
@@ -114,19 +141,36 @@ def time_case(model_name, m, n, r, args, device) -> dict:
             _sync(device)
             times[name].append(time.perf_counter() - t0)
     positions = r or _positions(model_name, args.image_size)
-    row = {"model": model_name, "m": m, "n": n, "r": positions}
+    row = {"model": model_name, "m": m, "n": n, "r": positions, "classes": args.classes,
+           "adapter": type(MultiMixHead(model, n=n).adapter).__name__}
     for name, ts in times.items():
         row[f"{name}_ms"] = 1000 * statistics.median(ts)
+    row["sampler_ms"] = sampler_ms(m, n, positions, device)
+    row["load_1m"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
     return row
 
 
+def sampler_ms(m: int, n: int, r: int, device: torch.device, repeats: int = 5) -> float:
+    """Median time of drawing dense mode's per-position weights alone, `sample_lambda(m, n, positions=r)`."""
+    times = []
+    for _ in range(repeats):
+        _sync(device)
+        t0 = time.perf_counter()
+        sample_lambda(m, n, 0.2, positions=r, device=device)
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return 1000 * statistics.median(times)
+
+
 def _positions(model_name: str, size: int) -> int:
+    if model_name in HF_VIT_S:
+        return (size // 16) ** 2
     return 128 if model_name in (BERT, ELECTRA) else (size // TIMM[model_name]) ** 2
 
 
 def step_memory(model_name, m, n, r, method, args, device) -> float:
     """Peak extra memory (MiB) of one training step of `method`, after a warm-up step."""
-    model, inputs, labels = build(model_name, m, r, args.image_size, device)
+    model, inputs, labels = build(model_name, m, r, args.image_size, device, args.classes)
     step = make_steps(model, inputs, labels, n, args.precision, device)[method]
     step()  # optimiser state allocated
     with PeakMemory(device) as mem:
@@ -191,6 +235,9 @@ def main() -> None:
     p.add_argument("--json", default=None, help="save the rows here")
     p.add_argument("--from-json", default=None,
                    help="comma-separated row files saved by --json: print their table and --plot them, time nothing")
+    p.add_argument("--classes", type=int, default=1000, help="classes of the classifier")
+    p.add_argument("--fsdp", action="store_true",
+                   help="time the steps under FSDP2 (fully_shard on the layer stack and the root), 2 Gloo CPU processes")
     p.add_argument("--memory-case", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.threads:
@@ -201,6 +248,13 @@ def main() -> None:
     device = torch.device(args.device)
     rs = [int(v) for v in args.r.split(",") if v] or [None]
     rows = []
+    if args.fsdp:
+        rows = fsdp_rows(args, rs)
+        print_table(rows)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(rows, f, indent=2)
+        return
     if args.from_json:
         for path in args.from_json.split(","):
             with open(path) as f:
@@ -228,6 +282,66 @@ def main() -> None:
             json.dump(rows, f, indent=2)
     if args.plot:
         plot(rows, args.plot)
+
+
+def _layer_stack(model) -> list:
+    """The layers `fully_shard` wraps one by one: timm's `blocks` / ResNet stages, else the longest ModuleList."""
+    if isinstance(getattr(model, "blocks", None), torch.nn.Sequential):
+        return list(model.blocks)
+    if all(hasattr(model, f"layer{i}") for i in range(1, 5)):
+        return [getattr(model, f"layer{i}") for i in range(1, 5)]
+    lists = [mod for mod in model.modules() if isinstance(mod, torch.nn.ModuleList)]
+    return list(max(lists, key=len)) if lists else []
+
+
+def _fsdp_worker(rank: int, world: int, init_file: str, out: str, cases: list, args) -> None:
+    import torch.distributed as dist
+    from torch.distributed.fsdp import fully_shard
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    rows = []
+    for model_name, m, n, r in cases:
+        model, inputs, labels = build(model_name, m, r, args.image_size, torch.device("cpu"), args.classes)
+        for layer in _layer_stack(model):
+            fully_shard(layer)
+        fully_shard(model)
+        model.train()
+        steps = make_steps(model, inputs, labels, n, args.precision, torch.device("cpu"))
+        for step in steps.values():
+            step()
+        times = {k: [] for k in steps}
+        for _ in range(args.repeats):
+            for name, step in steps.items():
+                dist.barrier()
+                t0 = time.perf_counter()
+                step()
+                dist.barrier()
+                times[name].append(time.perf_counter() - t0)
+        row = {"model": model_name, "m": m, "n": n, "r": r or _positions(model_name, args.image_size),
+               "classes": args.classes, "fsdp": f"FSDP2, {world} Gloo CPU processes, 1 thread each",
+               **{f"{k}_ms": 1000 * statistics.median(v) for k, v in times.items()},
+               "load_1m": round(os.getloadavg()[0], 2)}
+        rows.append(row)
+    if rank == 0:
+        with open(out, "w") as f:
+            json.dump(rows, f)
+    dist.destroy_process_group()
+
+
+def fsdp_rows(args, rs) -> list[dict]:
+    """Interleaved medians of ERM, pooled and dense steps of a model sharded over 2 Gloo CPU processes."""
+    import tempfile
+
+    import torch.multiprocessing as mp
+
+    cases = [(name, m, n, r) for name in args.models.split(",") for m in [int(v) for v in args.batch_sizes.split(",")]
+             for r in rs for n in [int(v) for v in args.n.split(",")]]
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "rows.json")
+        mp.spawn(_fsdp_worker, args=(2, os.path.join(tmp, "init"), out, cases, args), nprocs=2, join=True)
+        with open(out) as f:
+            return json.load(f)
 
 
 def print_table(rows: list[dict]) -> None:
