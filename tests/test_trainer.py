@@ -93,13 +93,13 @@ def test_callback_turns_multimix_off(tmp_path):
     class Record(MultiMixOffCallback):
         def on_epoch_begin(self, *a, **kw):
             out = super().on_epoch_begin(*a, **kw)
-            probs.append(head.prob)
+            probs.append((head.mixing_enabled, head.prob))
             return out
 
     trainer = MultiMixTrainer(model=head, args=args(tmp_path, per_device_train_batch_size=4, num_train_epochs=3),
                               train_dataset=dataset(), callbacks=[Record(after_epoch=2)])
     trainer.train()
-    assert probs == [1.0, 1.0, 0.0]
+    assert probs == [(True, 1.0), (True, 1.0), (False, 1.0)]  # the switch flips; prob stays as configured
 
 
 def test_trainer_wraps_a_plain_model(tmp_path):
