@@ -18,6 +18,7 @@ import json
 import math
 import numbers
 import os
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -249,7 +250,8 @@ def _is_number(value: Any) -> bool:
 
 
 def _is_numpy_bool(value: Any) -> bool:
-    return type(value).__name__ == "bool_" and type(value).__module__ == "numpy"
+    np = sys.modules.get("numpy")  # no numpy imported: the value cannot be a numpy bool
+    return np is not None and isinstance(value, np.bool_)
 
 
 def _int(value: Any, name: str, what: str) -> int:
