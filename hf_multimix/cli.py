@@ -332,6 +332,8 @@ def run_method(method: str, args: argparse.Namespace, output_dir: str, resume: s
     write_args_yaml(args, output_dir, method)  # as given: --config reads it back
     args = recipe_args(args, method, prepared.modality)
     head = head_for(method, prepared.model, args)
+    print(f"hf-multimix: {method}: MultiMix options {head.multimix_config.describe()} (saved as multimix_config.json "
+          "in each checkpoint)", flush=True)
     lr = args.lr if args.lr is not None else recipes.default_lr(prepared.modality)
     alpha = method_alpha("mixup", args.alpha)  # Beta alpha of input mixup / CutMix (unused by other methods)
     config = TrainingConfig(

@@ -136,6 +136,12 @@ class MultiMixConfig:
         _check_names(changes, "MultiMixConfig.replace")
         return dataclasses.replace(self, **changes)
 
+    def describe(self) -> str:
+        """The options that differ from the defaults, e.g. `"n=500, clean_weight=0.0"` (`"defaults"` if none)."""
+        base = MultiMixConfig()
+        changed = [f"{f}={getattr(self, f)!r}" for f in CONFIG_FIELDS if getattr(self, f) != getattr(base, f)]
+        return ", ".join(changed) or "defaults"
+
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON values; `alpha` ranges become lists."""
         out = dataclasses.asdict(self)

@@ -379,8 +379,10 @@ def _replace_folder(path: str, write: Any) -> None:
     """
     parent = os.path.dirname(os.path.abspath(path))
     name = os.path.basename(path)
-    for stale in os.listdir(parent):  # temporary folders of an interrupted earlier write
-        if stale.startswith(f".{name}.tmp-"):
+    for stale in os.listdir(parent):  # temporary folders of an interrupted earlier write, of any checkpoint:
+        # writes run one at a time, so none is in progress (a killed checkpoint-best write is not
+        # otherwise cleaned when the resumed run never beats its best)
+        if stale.startswith(".checkpoint-") and ".tmp-" in stale or stale.startswith(f".{name}.tmp-"):
             shutil.rmtree(os.path.join(parent, stale), ignore_errors=True)
     tmp = tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=parent)
     try:

@@ -320,3 +320,8 @@ def test_every_process_takes_the_same_mixing_decision(tmp_path):
     first, second = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
     assert first == second and len(first) == 10
     assert set(first) == {True, False}  # prob 0.5 did draw both
+
+
+def test_describe_names_the_options_that_differ_from_the_defaults():
+    assert MultiMixConfig().describe() == "defaults"
+    assert MultiMixConfig(n=500, clean_weight=0.0).describe() == "n=500, clean_weight=0.0"
