@@ -334,9 +334,12 @@ class _MixedLogSumExp(torch.autograd.Function):
     def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None]:
         wt, logits, e, total = ctx.saved_tensors
         with torch.autocast(device_type=grad.device.type, enabled=False):  # float32, as the forward
-            g = e * (grad.unsqueeze(-1) / total)  # softmax(mixed) * grad
-            grad_wt = torch.bmm(g, logits.transpose(1, 2)) if ctx.needs_input_grad[0] else None
-            grad_logits = torch.bmm(wt.transpose(1, 2), g) if ctx.needs_input_grad[1] else None
+            # d/d(mixed) = softmax(mixed) * grad = e * scale, with one scale per (position, mix): it is
+            # applied to the [r, k, m] side of each matmul instead of the larger [r, k, c] exponentials,
+            # which stay as saved (the graph can be reused).
+            scale = grad.unsqueeze(-1) / total  # [r, k, 1]
+            grad_wt = torch.bmm(e, logits.transpose(1, 2)).mul_(scale) if ctx.needs_input_grad[0] else None
+            grad_logits = torch.bmm((wt * scale).transpose(1, 2), e) if ctx.needs_input_grad[1] else None
         return grad_wt, grad_logits
 
 
