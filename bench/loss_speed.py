@@ -68,6 +68,17 @@ class PeakMemory:
             self.mib = _rss_mib("VmHWM") - self.base
 
 
+def _timed(fn, device: torch.device) -> float:
+    """Milliseconds of one call of `fn`, with the device's queue drained before and after."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return 1000 * (time.perf_counter() - t0)
+
+
 def run_case(size: str, mode: str, path: str, n: int, device: torch.device, repeats: int) -> dict:
     """Times the case here; measures its memory in a fresh process on CPU."""
     row = _run(size, mode, path, n, device, repeats)
@@ -100,13 +111,7 @@ def _run(size: str, mode: str, path: str, n: int, device: torch.device, repeats:
     if repeats:
         step()  # warm-up
     for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
+        times.append(_timed(step, device) / 1000)
     with PeakMemory(device) as mem:
         step()
     return dict(size=size, mode=mode, path=path, n=n, m=m, d=d, c=c, r=r if mode == "dense" else 1,
@@ -169,13 +174,7 @@ def dense_limit_rows(cases: list[dict], repeats: int, device: torch.device) -> l
         loss_step(), floor_step()
         for _ in range(repeats):
             for name, fn in (("loss", loss_step), ("floor", floor_step)):
-                if device.type == "cuda":
-                    torch.cuda.synchronize()
-                t0 = time.perf_counter()
-                fn()
-                if device.type == "cuda":
-                    torch.cuda.synchronize()
-                times[name].append(1000 * (time.perf_counter() - t0))
+                times[name].append(_timed(fn, device))
         loss_ms, floor_ms = statistics.median(times["loss"]), statistics.median(times["floor"])
         rows.append(dict(**s, loss_ms=loss_ms, floor_ms=floor_ms, ratio=loss_ms / floor_ms,
                          gmacs=3 * n * r * m * c / 1e9))
@@ -199,35 +198,30 @@ def main() -> None:
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.dense_limit:
-        device = torch.device(args.device)
-        cases = [dict(m=32, r=196, n=1000, c=100), dict(m=32, r=49, n=1000, c=1000)]
-        rows = dense_limit_rows(cases, max(args.repeats, 5), device)
+    if args.dense_limit or args.sampler:
+        device = torch.device(args.device if args.dense_limit else "cpu")
+        repeats = max(args.repeats, 5)
+        if args.dense_limit:
+            cases = [dict(m=32, r=196, n=1000, c=100), dict(m=32, r=49, n=1000, c=1000)]
+            rows = dense_limit_rows(cases, repeats, device)
+            header = "| m | r | n | c | 3nrmc GMAC | dense loss fwd+bwd ms | floor (3 bmm + exp) ms | ratio |"
+            cells = lambda row: [row["m"], row["r"], row["n"], row["c"], f"{row['gmacs']:.2f}",  # noqa: E731
+                                 f"{row['loss_ms']:.1f}", f"{row['floor_ms']:.1f}", f"{row['ratio']:.2f}x"]
+        else:
+            cases = [(32, 1000, 196, 0.2), (32, 1000, 196, 1.0), (32, 1000, 196, 2.0), (32, 1000, None, 0.2)]
+            rows = sampler_rows(cases, repeats)
+            header = "| m | n | r | alpha | sample_lambda ms | torch._standard_gamma ms | speed-up |"
+            cells = lambda row: [row["m"], row["n"], row["r"] or 1, row["alpha"], f"{row['sample_lambda_ms']:.1f}",  # noqa: E731
+                                 f"{row['standard_gamma_ms']:.1f}", f"{row['speedup']:.1f}x"]
         print(f"\ndevice: {device} ({torch.get_num_threads()} threads), torch {torch.__version__}, "
-              f"repeats: {max(args.repeats, 5)} (median, interleaved)\n")
-        print("| m | r | n | c | 3nrmc GMAC | dense loss fwd+bwd ms | floor (3 bmm + exp) ms | ratio |")
-        print("|---|---|---|---|---|---|---|---|")
+              f"repeats: {repeats} (median, interleaved), load average {os.getloadavg()[0]:.1f}\n")
+        print(header)
+        print("|---" * header.count(" | ") + "|---|")
         for row in rows:
-            print(f"| {row['m']} | {row['r']} | {row['n']} | {row['c']} | {row['gmacs']:.2f} | {row['loss_ms']:.1f} | "
-                  f"{row['floor_ms']:.1f} | {row['ratio']:.2f}x |")
+            print("| " + " | ".join(str(c) for c in cells(row)) + " |")
         if args.json:
             with open(args.json, "w") as f:
                 json.dump({"device": str(device), "threads": torch.get_num_threads(), "torch": torch.__version__,
-                           "load_average": os.getloadavg(), "rows": rows}, f, indent=2)
-        return
-    if args.sampler:
-        cases = [(32, 1000, 196, 0.2), (32, 1000, 196, 1.0), (32, 1000, 196, 2.0), (32, 1000, None, 0.2)]
-        rows = sampler_rows(cases, max(args.repeats, 5))
-        print(f"\ndevice: cpu ({torch.get_num_threads()} threads), torch {torch.__version__}, "
-              f"repeats: {max(args.repeats, 5)} (median, interleaved)\n")
-        print("| m | n | r | alpha | sample_lambda ms | torch._standard_gamma ms | speed-up |")
-        print("|---|---|---|---|---|---|---|")
-        for row in rows:
-            print(f"| {row['m']} | {row['n']} | {row['r'] or 1} | {row['alpha']} | {row['sample_lambda_ms']:.1f} | "
-                  f"{row['standard_gamma_ms']:.1f} | {row['speedup']:.1f}x |")
-        if args.json:
-            with open(args.json, "w") as f:
-                json.dump({"threads": torch.get_num_threads(), "torch": torch.__version__,
                            "load_average": os.getloadavg(), "rows": rows}, f, indent=2)
         return
     device = torch.device(args.device)
