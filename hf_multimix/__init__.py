@@ -12,15 +12,18 @@ from .functional import (
     sample_lambda,
     sample_pair_lambda,
 )
+from .config import MultiMixConfig
 from .losses import dense_multimix_loss, is_affine, multimix_loss, soft_cross_entropy
 from .adapters import BackboneAdapter, Features, find_adapter, register_adapter  # noqa: E402
 from .head import MultiMixHead, MultiMixOutput  # noqa: E402
+from . import recipes  # noqa: E402
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BackboneAdapter",
     "Features",
+    "MultiMixConfig",
     "MultiMixHead",
     "MultiMixOutput",
     "MultiMixTask",
@@ -37,6 +40,7 @@ __all__ = [
     "multimix",
     "multimix_loss",
     "one_hot_targets",
+    "recipes",
     "sample_lambda",
     "sample_pair_lambda",
     "soft_cross_entropy",

@@ -6,8 +6,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numbers
+
 import torch
 from torch import Tensor
+
+from .config import check_alpha as _check_alpha
 
 AlphaLike = float | tuple[float, float] | Sequence[float]
 
@@ -21,10 +25,10 @@ _SIZE_HINTS = {
 
 
 def check_positive_int(value: int, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         hint = _SIZE_HINTS.get(name, f"use e.g. {name}=1")
         raise ValueError(f"{name} must be a positive integer, got {value!r}: {hint}.")
-    return value
+    return int(value)
 
 
 def check_batch_size(m: int, name: str = "z") -> None:
@@ -51,36 +55,10 @@ def _tolerance(dtype: torch.dtype) -> float:
     return max(1e-3, torch.finfo(dtype).eps)
 
 
-_ALPHA_MAX = float(torch.finfo(torch.float32).max)
-
-
 def check_alpha(alpha: AlphaLike) -> tuple[float, float]:
-    """Returns `(lo, hi)`; a single float gives `lo == hi`."""
-    if isinstance(alpha, (int, float)) and not isinstance(alpha, bool):
-        lo = hi = float(alpha)
-    elif (
-        isinstance(alpha, Sequence)
-        and not isinstance(alpha, str)
-        and len(alpha) == 2
-        and all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in alpha)
-    ):
-        lo, hi = float(alpha[0]), float(alpha[1])
-    else:
-        raise ValueError(
-            f"alpha must be a positive float or a (lo, hi) range, got {alpha!r}; e.g. alpha=1.0 or alpha=(0.5, 2.0)."
-        )
-    if not (lo > 0 and hi > 0):
-        raise ValueError(
-            f"alpha must be > 0 (Dirichlet concentration), got {alpha!r}; e.g. alpha=1.0 or alpha=(0.5, 2.0)."
-        )
-    if not (hi <= _ALPHA_MAX and lo <= _ALPHA_MAX):  # also refuses inf and NaN
-        raise ValueError(
-            f"alpha must be finite (at most {_ALPHA_MAX:.3g}, float32's largest), got {alpha!r}; "
-            "e.g. alpha=1.0 or alpha=(0.5, 2.0)."
-        )
-    if lo > hi:
-        raise ValueError(f"alpha range must have lo <= hi, got {alpha!r}; write it as ({hi}, {lo}).")
-    return lo, hi
+    """Returns `(lo, hi)`; a single float gives `lo == hi` (the rule is `config.check_alpha`)."""
+    value = _check_alpha(alpha)
+    return (value, value) if isinstance(value, float) else value
 
 
 def check_rank(t: Tensor, rank: int, name: str, shape: str) -> None:

@@ -1,19 +1,19 @@
 """Wrapping a plain model in a `MultiMixHead` for the integrations that accept either one
-(`MultiMixTrainer`, `MultiMixTask`): the MultiMix options come as a dict or as keyword
-arguments, and both are checked against the head's own signature."""
+(`MultiMixTrainer`, `MultiMixTask`): the MultiMix options come as a `MultiMixConfig`, a dict
+or keyword arguments, all checked by `MultiMixConfig`."""
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Mapping
 from typing import Any
 
 from torch import nn
 
+from .config import CONFIG_FIELDS, MultiMixConfig
 from .head import MultiMixHead
 
-#: The names `MultiMixHead(model, ...)` accepts besides the model: `n`, `alpha`, `dense`, ...
-HEAD_OPTIONS: tuple[str, ...] = tuple(inspect.signature(MultiMixHead.__init__).parameters)[2:]
+#: The names `MultiMixHead(model, ...)` accepts as keywords: the `MultiMixConfig` options and `adapter`.
+HEAD_OPTIONS: tuple[str, ...] = (*CONFIG_FIELDS, "adapter")
 
 
 def pop_head_options(kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -23,7 +23,7 @@ def pop_head_options(kwargs: dict[str, Any]) -> dict[str, Any]:
 
 def wrap_model(
     model: nn.Module,
-    multimix_args: Mapping[str, Any] | None,
+    multimix_args: MultiMixConfig | Mapping[str, Any] | None,
     options: Mapping[str, Any],
     caller: str,
     head_class: type[MultiMixHead] = MultiMixHead,
@@ -32,16 +32,18 @@ def wrap_model(
 
     Args:
         model: a plain classifier or a `MultiMixHead`.
-        multimix_args: MultiMix options as a dict (e.g. `{"n": 500, "alpha": 0.2}`).
-        options: MultiMix options given as keyword arguments; a name given both ways is an error.
+        multimix_args: a `MultiMixConfig`, or MultiMix options as a dict (e.g. `{"n": 500, "alpha": 0.2}`).
+        options: MultiMix options given as keyword arguments: they override a `MultiMixConfig`;
+            a name given both in a dict and as a keyword is an error.
         caller: the class name used in error messages.
         head_class: `MultiMixHead` or a subclass to build.
     """
     merged: dict[str, Any] = {}
-    if multimix_args is not None:
+    config = multimix_args if isinstance(multimix_args, MultiMixConfig) else None
+    if multimix_args is not None and config is None:
         if not isinstance(multimix_args, Mapping):
             raise TypeError(
-                f"{caller}(multimix_args=...) takes a dict of MultiMixHead options, e.g. "
+                f"{caller}(multimix_args=...) takes a MultiMixConfig or a dict of its options, e.g. "
                 f"{{'n': 500, 'alpha': 0.2}}; got {type(multimix_args).__name__}."
             )
         unknown = sorted(set(multimix_args) - set(HEAD_OPTIONS))
@@ -58,7 +60,7 @@ def wrap_model(
         merged.update(multimix_args)
     merged.update(options)
     if isinstance(model, MultiMixHead):
-        if merged:
+        if merged or config is not None:
             raise TypeError(
                 f"{caller} got a MultiMixHead and MultiMix options {sorted(merged)}: set them on the head "
                 "(MultiMixHead(model, ...)) or pass the plain model with the options, not both."
@@ -66,4 +68,4 @@ def wrap_model(
         return model
     if not isinstance(model, nn.Module):
         raise TypeError(f"{caller} trains an nn.Module classifier, got {type(model).__name__}.")
-    return head_class(model, **merged)
+    return head_class(model, config, **merged)

@@ -23,9 +23,12 @@ from dataclasses import dataclass
 from collections.abc import Callable
 from typing import Any
 
-METHODS = ("erm", "mixup", "cutmix", "manifold-mixup", "multimix", "dense-multimix")
-MULTIMIX_METHODS = ("multimix", "dense-multimix")
-LAST_LAYER_METHODS = (*MULTIMIX_METHODS, "manifold-mixup")  # the head mixes; --prob and --other-steps apply
+from . import recipes
+from .config import ATTENTIONS, MultiMixConfig
+from .recipes import LAST_LAYER_METHODS, METHODS, MULTIMIX_METHODS  # noqa: F401 - the CLI's names for them
+
+
+_DEFAULTS = MultiMixConfig()  # the CLI's MultiMix defaults are the config's
 
 
 class _Parser(argparse.ArgumentParser):
@@ -90,27 +93,28 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val-dataset", default=None, help="a second image folder or CSV to evaluate on")
     p.add_argument("--val-split", type=_open_unit_float, default=None,
                    help="fraction of each class held out when the data has no validation split (default 0.1)")
-    p.add_argument("--n", type=_positive_int, default=1000, help="MultiMix: mixes per batch (default 1000)")
+    p.add_argument("--n", type=_positive_int, default=_DEFAULTS.n, help="MultiMix: mixes per batch (default %(default)s)")
     p.add_argument("--alpha", type=_alpha, default=None,
-                   help="Dirichlet alpha, a number or 'lo,hi' (default 0.2); Beta alpha for the mixup baselines (default 1.0)")
-    p.add_argument("--distill-weight", type=_unit_float, default=0.0, help="self-distillation weight beta (default 0)")
-    p.add_argument("--attention", default="uniform", choices=["uniform", "pooled", "cam", "cls"],
-                   help="dense MultiMix attention (default uniform)")
+                   help=f"Dirichlet alpha, a number or 'lo,hi' (default {_DEFAULTS.alpha}); Beta alpha for the mixup baselines (default 1.0)")
+    p.add_argument("--distill-weight", type=_unit_float, default=_DEFAULTS.distill_weight,
+                   help="self-distillation weight beta (default %(default)s)")
+    p.add_argument("--attention", default=_DEFAULTS.attention, choices=list(ATTENTIONS),
+                   help="dense MultiMix attention (default %(default)s)")
     p.add_argument("--epochs", type=_positive_int, default=5)
     p.add_argument("--batch-size", type=_positive_int, default=32)
     p.add_argument("--lr", type=_positive_float, default=None, help="default 1e-3 (images), 5e-5 (text)")
     p.add_argument("--weight-decay", type=float, default=0.01)
     p.add_argument("--grad-accum", type=_positive_int, default=1, help="gradient accumulation steps")
-    p.add_argument("--label-smoothing", type=_unit_float, default=0.0)
+    p.add_argument("--label-smoothing", type=_unit_float, default=_DEFAULTS.label_smoothing)
     p.add_argument("--shared-lambda", action="store_true",
                    help="Dense MultiMix: one interpolation vector for all positions (default: one per position)")
-    p.add_argument("--clean-weight", type=_non_negative_float, default=1.0,
-                   help="MultiMix: weight of the clean-batch cross-entropy added to the loss (default 1, the "
+    p.add_argument("--clean-weight", type=_non_negative_float, default=_DEFAULTS.clean_weight,
+                   help="MultiMix: weight of the clean-batch cross-entropy added to the loss (default %(default)s, the "
                         "recipe study's choice for clean labels; 0 is the paper's loss, better with noisy labels "
                         "on images: see --noisy-labels)")
-    p.add_argument("--prob", type=_unit_float, default=1.0,
+    p.add_argument("--prob", type=_unit_float, default=_DEFAULTS.prob,
                    help="MultiMix / manifold mixup: probability to mix at a step; the other steps train with "
-                        "plain cross-entropy (default 1)")
+                        "plain cross-entropy (default %(default)s)")
     p.add_argument("--noisy-labels", action="store_true",
                    help="the training labels are noisy (web, crowd or weak labels): MultiMix on images trains "
                         "with the recipe the accuracy study chose for them, mixed examples only (--clean-weight "
@@ -262,9 +266,8 @@ def prepare(args: argparse.Namespace, method: str = "erm") -> Prepared:
                     data.class_names, clf.companions, data.notes)
 
 
-NOISY_LABELS_RECIPE = {"clean_weight": 0.0, "prob": 0.5, "other_steps": "cutmix"}
-"""What `--noisy-labels` sets for an image model trained from scratch; a pretrained image model takes only
-`clean_weight` 0, text keeps the default recipe. The choices are the label-noise rows of docs/results.md."""
+NOISY_LABELS_RECIPE = recipes.NOISY_LABELS_FROM_SCRATCH
+"""What `--noisy-labels` sets for an image model trained from scratch (`recipes.noisy_labels`)."""
 
 
 def check_noisy_labels(args: argparse.Namespace) -> None:
@@ -281,51 +284,47 @@ def check_noisy_labels(args: argparse.Namespace) -> None:
 
 
 def recipe_args(args: argparse.Namespace, method: str, modality: str) -> argparse.Namespace:
-    """The options `method` trains with: `args`, with `--noisy-labels` resolved for MultiMix methods.
-
-    Images: mixed examples only (`clean_weight` 0) and, from scratch, CutMix of the inputs on half the steps
-    (in the noisy fine-tune CutMix was behind, mixed examples only ahead). Text keeps the default recipe: in
-    the noisy text fine-tune mixed examples only were far behind ERM."""
+    """The options `method` trains with: `args`, with `--noisy-labels` resolved by `recipes.noisy_labels`
+    (the policy lives there, for Python, Trainer and timm-task users alike)."""
     from .models import starts_from_scratch
 
     if not getattr(args, "noisy_labels", False) or method not in MULTIMIX_METHODS:
         return args
+    scratch = starts_from_scratch(args.model, args.pretrained, args.pretrained_file) if modality == "image" else False
+    recipe = recipes.noisy_labels(modality, scratch, method)
     if modality != "image":
-        print("hf-multimix: --noisy-labels: text keeps the default recipe (with 40% flipped labels, mixed examples "
-              "only were far behind ERM when fine-tuning MiniLM; docs/results.md)", flush=True)
+        print(f"hf-multimix: --noisy-labels: {recipe.reason.removeprefix('noisy labels: ')}", flush=True)
         return args
-    scratch = starts_from_scratch(args.model, args.pretrained, args.pretrained_file)
-    recipe = NOISY_LABELS_RECIPE if scratch else {"clean_weight": 0.0}
-    return argparse.Namespace(**{**vars(args), **recipe})
+    chosen = {"clean_weight": recipe.multimix.clean_weight, "prob": recipe.multimix.prob,
+              "other_steps": recipe.other_steps}
+    return argparse.Namespace(**{**vars(args), **chosen})
 
 
 def method_alpha(method: str, alpha: float | tuple[float, float] | None) -> float | tuple[float, float]:
-    """`--alpha`, or its default for `method`: Dir(0.2) for MultiMix, Beta(1, 1) for the mixup baselines."""
-    if alpha is not None:
-        return alpha
-    return 0.2 if method in MULTIMIX_METHODS else 1.0
+    """`--alpha`, or its default for `method` (`recipes.method_alpha`)."""
+    return recipes.method_alpha(method, alpha)
+
+
+def multimix_config(method: str, args: argparse.Namespace):
+    """The `MultiMixConfig` of `method` from the command line's options (`recipes.method_config`)."""
+    options = dict(n=args.n, alpha=method_alpha(method, args.alpha), attention=args.attention,
+                   distill_weight=args.distill_weight, label_smoothing=args.label_smoothing,
+                   clean_weight=args.clean_weight, per_position=not args.shared_lambda, prob=args.prob)
+    return recipes.method_config(method, **options)
 
 
 def head_for(method: str, model: Any, args: argparse.Namespace):
     """The `MultiMixHead` that trains `model` with `method` (baselines included)."""
     from .head import MultiMixHead
 
-    alpha = method_alpha(method, args.alpha)
-    if method in ("erm", "mixup", "cutmix"):
-        return MultiMixHead(model, prob=0.0, label_smoothing=args.label_smoothing)
-    if method == "manifold-mixup":
-        # the standard baseline: mixed pairs only (the clean term is MultiMix's recipe, not manifold mixup's)
-        return MultiMixHead(model, alpha=alpha, mixing="pairwise", label_smoothing=args.label_smoothing, prob=args.prob,
-                            clean_weight=0.0)
-    return MultiMixHead(model, n=args.n, alpha=alpha, dense=method == "dense-multimix", attention=args.attention,
-                        distill_weight=args.distill_weight, label_smoothing=args.label_smoothing,
-                        clean_weight=args.clean_weight, per_position=not args.shared_lambda, prob=args.prob)
+    return MultiMixHead(model, multimix_config(method, args))
 
 
 def run_method(method: str, args: argparse.Namespace, output_dir: str, resume: str | None = None) -> dict[str, Any]:
     """Trains one method and writes `metrics.json`, the checkpoint and `training_curves.png`."""
     from .training import TrainingConfig, train
 
+    multimix_config(method, args)  # every MultiMix number checked before the data loads
     prepared = prepare(args, method)
     for note in prepared.notes:
         print(f"hf-multimix: {note}", flush=True)
@@ -333,7 +332,9 @@ def run_method(method: str, args: argparse.Namespace, output_dir: str, resume: s
     write_args_yaml(args, output_dir, method)  # as given: --config reads it back
     args = recipe_args(args, method, prepared.modality)
     head = head_for(method, prepared.model, args)
-    lr = args.lr if args.lr is not None else (1e-3 if prepared.modality == "image" else 5e-5)
+    print(f"hf-multimix: {method}: MultiMix options {head.multimix_config.describe()} (saved as multimix_config.json "
+          "in each checkpoint)", flush=True)
+    lr = args.lr if args.lr is not None else recipes.default_lr(prepared.modality)
     alpha = method_alpha("mixup", args.alpha)  # Beta alpha of input mixup / CutMix (unused by other methods)
     config = TrainingConfig(
         output_dir=output_dir, epochs=args.epochs, lr=lr, weight_decay=args.weight_decay,
@@ -377,6 +378,7 @@ def run_method(method: str, args: argparse.Namespace, output_dir: str, resume: s
         "class_names": list(prepared.class_names),
         "data_notes": list(prepared.notes),
         "args": {**resolved_args(args), "method": method, "lr": lr, "alpha": method_alpha(method, args.alpha)},
+        "multimix_config": head.multimix_config.to_dict(),
         "history": history,
     }
     with open(os.path.join(output_dir, "metrics.json"), "w") as f:

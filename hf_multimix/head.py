@@ -7,8 +7,11 @@ losses. In eval mode, or without labels, it is exactly the wrapped model.
 from __future__ import annotations
 
 import copy
+import logging
+import os
 import random
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,15 +19,17 @@ import torch
 from torch import Tensor, nn
 from transformers.utils import ModelOutput
 
-from ._checks import AlphaLike, check_alpha, check_positive_int, check_targets
+from ._checks import check_targets
 from .adapters import BackboneAdapter, find_adapter, unwrap_model
 from .adapters.base import Features, head_dtype, logits_of
 from .distributed import gather_batch, is_distributed
-from .functional import ATTENTION_KINDS, one_hot_targets, sample_pair_lambda
+from .config import CONFIG_FIELDS, MIXINGS, TEACHERS, MultiMixConfig, resolve_config
+from .functional import one_hot_targets, sample_pair_lambda
 from .losses import dense_multimix_loss, multimix_loss, soft_cross_entropy
 
-TEACHERS = ("self", "ema")
-MIXINGS = ("multimix", "pairwise")
+logger = logging.getLogger(__name__)
+
+__all__ = ["MIXINGS", "TEACHERS", "MultiMixHead", "MultiMixOutput"]
 
 
 @dataclass
@@ -43,42 +48,35 @@ class MultiMixOutput(ModelOutput):
 class MultiMixHead(nn.Module):
     """Trains any timm or Hugging Face classifier with (Dense) MultiMix.
 
+    The options are one `MultiMixConfig` (`n`, `alpha`, `dense`, `attention`, `prob`,
+    `clean_weight`, ...; see its reference for each default and its evidence), given as
+    `config`, as keywords, or both (keywords override the config). The head keeps it as
+    `head.multimix_config` (`head.config` is the wrapped model's own, for Hugging Face
+    models) and reads each option as an attribute (`head.n`, `head.prob`, ...); to change
+    one, assign a new config: `head.multimix_config = head.multimix_config.replace(prob=0.5)`.
+
+    Switches, as timm's `Mixup.mixup_enabled`:
+
+    * `head.mixing_enabled = False` turns mixing off: training forwards compute the plain
+      (label-smoothed) cross-entropy of the clean batch and draw no random numbers.
+    * `head.mix_next = True / False` decides the next training forward (then it returns to
+      None: a draw with probability `prob`); the training loop uses it to share the steps
+      between MultiMix and input mixing (`TrainingConfig(other_steps=...)`).
+
+    With `mix_across_processes=True` every process takes the same mix / no-mix decision at
+    each step: it is drawn from a generator seeded from process 0 at the first step.
+
+    The EMA teacher (`teacher="ema"`, `distill_weight > 0`) steps once per optimizer step:
+    call `head.update_teacher()` after `optimizer.step()` (the training loop and
+    `MultiMixTrainer` do). In your own loop, `ema_auto_update=True` (the default) does it for
+    you: a training forward steps the teacher first when the weights changed since its last
+    step, so gradient accumulation does not change the teacher's rate.
+
     Args:
         model: the classifier to wrap; it is left untouched.
-        n: number of mixes per batch.
-        alpha: Dirichlet concentration, a float or a `(lo, hi)` range drawn per step. The
-            default 0.2 won the project's alpha ablation (fine-tuning, batch 32; see the
-            results page); `(0.5, 2.0)` is the setting of the known re-implementation.
-        dense: mix every position (token / feature-map cell) instead of pooled embeddings.
-        attention: dense-mode weighting of positions: `"uniform"`, `"pooled"`, `"cam"`, or
-            `"cls"` (ViT-like models). The default `"uniform"` won the project's attention
-            ablation (fine-tuning a CNN on a 2x2 map; see the results page).
-        distill_weight: `beta` of the self-distillation term (0 disables it).
-        temperature: `T` of the distillation term.
-        teacher: `"self"` (the model's detached clean predictions) or `"ema"` (an EMA copy).
-        prob: probability to apply MultiMix at a step; otherwise plain cross-entropy.
-        clean_weight: weight of an added cross-entropy on the clean batch. The default 1.0 comes
-            from the project's recipe study (docs/results.md, 5 seeds paired with ERM): where the
-            paper's loss (0, mixed examples only) lost to ERM when fine-tuning pretrained models,
-            1.0 won or tied, and from scratch it tied ERM and manifold mixup and beat mixup and
-            CutMix. With noisy labels on images pass 0 (the clean term fits the wrong labels);
-            from scratch also `prob=0.5` with CutMix of the inputs on the other steps
-            (`TrainingConfig(other_steps="cutmix")`): with 40% flipped labels that beat ERM by 15.8
-            points and tied CutMix. Text fine-tunes keep 1.0 (see the results page).
-        label_smoothing: smoothing of the targets before mixing.
-        per_position: dense mode draws one interpolation vector per position (the paper);
-            False shares one across positions.
-        chunk_size: mixes per chunk of the loss (None: automatic, bounded memory).
-        ema_decay: decay of the EMA teacher.
-        ema_auto_update: update the EMA teacher at the start of each training forward with
-            labels; set False and call `update_teacher()` after `optimizer.step()` instead.
-        detach_attention: stop gradients through the dense-mode attention.
-        mixing: `"multimix"` (Dirichlet weights over the whole batch) or `"pairwise"`
-            (manifold mixup at the same layer, `alpha` then parametrises a Beta; a baseline).
-        mix_across_processes: in multi-process training, gather every process's embeddings
-            and targets (with autograd) so each mix spans the global batch (beyond the paper,
-            which mixes per GPU). Each process still draws its own `n` mixes.
+        config: a `MultiMixConfig`, a dict of its options, or None for the defaults.
         adapter: an adapter instance for models the built-in adapters do not know.
+        **overrides: `MultiMixConfig` options overriding `config` (`n=500`, `dense=True`, ...).
 
     Example:
         >>> import timm
@@ -95,80 +93,86 @@ class MultiMixHead(nn.Module):
     def __init__(
         self,
         model: nn.Module,
-        n: int = 1000,
-        alpha: AlphaLike = 0.2,
-        dense: bool = False,
-        attention: str = "uniform",
-        distill_weight: float = 0.0,
-        temperature: float = 1.0,
-        teacher: str = "self",
+        config: MultiMixConfig | Mapping[str, Any] | None = None,
         *,
-        prob: float = 1.0,
-        clean_weight: float = 1.0,
-        label_smoothing: float = 0.0,
-        per_position: bool = True,
-        chunk_size: int | None = None,
-        ema_decay: float = 0.999,
-        ema_auto_update: bool = True,
-        detach_attention: bool = True,
-        mixing: str = "multimix",
-        mix_across_processes: bool = False,
         adapter: BackboneAdapter | None = None,
+        **overrides: Any,
     ) -> None:
         super().__init__()
         if not isinstance(model, nn.Module):
             raise TypeError(f"MultiMixHead wraps an nn.Module classifier, got {type(model).__name__}.")
+        if isinstance(model, MultiMixHead):
+            raise TypeError(
+                "MultiMixHead(MultiMixHead(model)): the model is wrapped already; use the head you have, or wrap "
+                "the plain model (head.model)."
+            )
+        cfg = resolve_config(config, overrides, "MultiMixHead")
         self.adapter = adapter if adapter is not None else find_adapter(model)
         if unwrap_model(self.adapter.model) is not unwrap_model(model):
             raise ValueError("adapter was built for another model: pass adapter=MyAdapter(model) with this model.")
         self.model = model
-        check_positive_int(n, "n")
-        check_alpha(alpha)
-        if attention not in (*ATTENTION_KINDS, "cls"):
-            raise ValueError(f"unknown attention {attention!r}; choose one of {(*ATTENTION_KINDS, 'cls')}.")
-        if mixing not in MIXINGS:
-            raise ValueError(f"unknown mixing {mixing!r}; choose one of {MIXINGS}.")
-        if teacher not in TEACHERS:
-            raise ValueError(f"unknown teacher {teacher!r}; choose 'self' or 'ema'.")
-        for name, value, lo, hi in (
-            ("distill_weight", distill_weight, 0.0, 1.0),
-            ("prob", prob, 0.0, 1.0),
-            ("label_smoothing", label_smoothing, 0.0, 0.999),
-            ("ema_decay", ema_decay, 0.0, 1.0),
-        ):
-            if not lo <= value <= hi:
-                raise ValueError(f"{name} must be in [{lo}, {hi}], got {value}.")
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}.")
-        if clean_weight < 0:
-            raise ValueError(f"clean_weight must be >= 0, got {clean_weight}.")
-        if dense and not self.adapter.supports_tokens:
+        if cfg.dense and not self.adapter.supports_tokens:
             raise ValueError(
                 f"dense=True needs per-position features, but {type(model).__name__} has no positions "
                 f"({type(self.adapter).__name__}); use dense=False (pooled MultiMix)."
             )
-        if dense and attention == "cls" and not self.adapter.supports_cls_attention:
+        if cfg.dense and cfg.attention == "cls" and not self.adapter.supports_cls_attention:
             raise ValueError(
                 f"attention='cls' needs a ViT-like model with a CLS token; {type(model).__name__} has none. "
                 "Use attention='pooled' or 'cam'."
             )
         self.adapter.num_classes  # noqa: B018 - fails early on a model without a classifier
-        self.n, self.alpha, self.dense, self.attention = n, alpha, dense, attention
+        self._config = cfg
+        #: The on/off switch (timm's `Mixup.mixup_enabled`): False trains with plain cross-entropy.
+        self.mixing_enabled = True
+        #: The decision of the next training forward (True / False), or None: drawn with `prob`.
+        self.mix_next: bool | None = None
         self._warned_single_position = False
-        self.distill_weight, self.temperature, self.teacher = distill_weight, temperature, teacher
-        self.prob, self.clean_weight, self.label_smoothing = prob, clean_weight, label_smoothing
-        self.per_position, self.chunk_size, self.detach_attention = per_position, chunk_size, detach_attention
-        self.ema_decay, self.ema_auto_update, self.mixing = ema_decay, ema_auto_update, mixing
-        self.mix_across_processes = mix_across_processes
-        self._ema_forwards = 0
-        if teacher == "ema" and distill_weight > 0:
+        self._decisions: torch.Generator | None = None
+        if cfg.teacher == "ema" and cfg.distill_weight > 0:
             self.teacher_model = copy.deepcopy(self.adapter.model).requires_grad_(False).eval()
             self._teacher_adapter = type(self.adapter)(self.teacher_model)
         else:
             self.teacher_model = None
+        self._teacher_versions = self._weight_versions()
+        logger.info("MultiMixHead: %s with %s; %s", type(model).__name__, type(self.adapter).__name__, cfg)
         # Checkpoints stay plain: the head's state dict is the wrapped model's, key for key.
         self.register_state_dict_post_hook(_plain_state_dict)
         self.register_load_state_dict_pre_hook(_prefix_model_keys)
+
+    @property
+    def multimix_config(self) -> MultiMixConfig:
+        """The head's `MultiMixConfig`. Assign a new one to change options between steps; the
+        options that decide what the head built (`dense`, `attention`, `teacher`,
+        `distill_weight` with an EMA teacher) are fixed at construction."""
+        return self._config
+
+    @multimix_config.setter
+    def multimix_config(self, config: MultiMixConfig) -> None:
+        if not isinstance(config, MultiMixConfig):
+            raise TypeError(f"multimix_config must be a MultiMixConfig, got {type(config).__name__}.")
+        fixed = ["dense", "attention", "teacher"] + (["distill_weight"] if self.teacher_model is not None else [])
+        changed = [name for name in fixed if getattr(config, name) != getattr(self._config, name)]
+        if changed:
+            raise ValueError(
+                f"{changed} decide what MultiMixHead builds and cannot change after construction; build a new "
+                f"head: MultiMixHead(head.model, head.multimix_config.replace(...))."
+            )
+        self._config = config
+
+    def save_pretrained(self, path: str, **kwargs: Any) -> None:
+        """Saves the wrapped model, plain (Hugging Face models with their own `save_pretrained`,
+        others as `model.safetensors` loadable with `load_state_dict`), and the head's
+        `multimix_config.json` beside it (`MultiMixConfig.from_pretrained(path)` reads it)."""
+        if hasattr(self.model, "save_pretrained"):
+            self.model.save_pretrained(path, **kwargs)
+        else:
+            from safetensors.torch import save_file
+
+            os.makedirs(path, exist_ok=True)
+            state = {k: v.contiguous() for k, v in self.model.state_dict().items()}
+            save_file(state, os.path.join(path, "model.safetensors"))
+        self._config.save_pretrained(path)
 
     @property
     def config(self) -> Any:
@@ -192,13 +196,44 @@ class MultiMixHead(nn.Module):
 
     @torch.no_grad()
     def update_teacher(self) -> None:
-        """One EMA step of the teacher towards the current weights: `t = decay * t + (1 - decay) * w`."""
+        """One EMA step of the teacher towards the current weights: `t = decay * t + (1 - decay) * w`.
+
+        Call it after each `optimizer.step()` (the training loop and `MultiMixTrainer` do)."""
         if self.teacher_model is None:
             raise ValueError("update_teacher() needs MultiMixHead(..., teacher='ema', distill_weight > 0).")
         for t, w in zip(self.teacher_model.parameters(), self.model.parameters()):
             t.lerp_(w.detach().to(t.dtype), 1.0 - self.ema_decay)
         for t, w in zip(self.teacher_model.buffers(), self.model.buffers()):
             t.copy_(w)
+        self._teacher_versions = self._weight_versions()
+
+    def _weight_versions(self) -> tuple[int, ...] | None:
+        """The in-place version counters of the weights: an optimizer step bumps them, a forward,
+        a backward and `zero_grad` do not."""
+        if self.teacher_model is None:
+            return None
+        return tuple(p._version for p in self.model.parameters())
+
+    def decide_mixing(self) -> bool:
+        """Whether a training step mixes: False while `mixing_enabled` is off, else a draw with
+        probability `prob` (0 and 1 draw nothing). With `mix_across_processes` in a multi-process
+        run every process draws the same decision, from a generator seeded from process 0 at
+        the first call; otherwise Python's `random` draws it, so `random.seed` reproduces it."""
+        if not self.mixing_enabled:
+            return False
+        prob = self._config.prob
+        if prob >= 1.0 or prob <= 0.0:
+            return prob >= 1.0
+        if self._config.mix_across_processes and is_distributed():
+            if self._decisions is None:
+                import torch.distributed as dist
+
+                seed = [random.getrandbits(63)]
+                dist.broadcast_object_list(seed, src=0)
+                self._decisions = torch.Generator().manual_seed(seed[0])
+                logger.info("MultiMixHead: mixing decisions shared by all processes (seed %d from process 0)", seed[0])
+            return torch.rand((), generator=self._decisions).item() < prob
+        return random.random() < prob
 
     def forward(self, *args: Any, labels: Tensor | None = None, **kwargs: Any) -> Any:
         """timm style `head(x, labels=y)` or Hugging Face style `head(pixel_values=x, labels=y)`.
@@ -221,39 +256,37 @@ class MultiMixHead(nn.Module):
             return _with_loss(out, soft_cross_entropy(logits, y).mean())
         m = self.adapter.batch_size(inputs)
         self._check_labels(labels, m)
-        # prob 0 and 1 draw nothing, so they leave Python's random stream to the training loop
-        mix = self.prob >= 1.0 or (self.prob > 0.0 and random.random() < self.prob)
+        cfg = self._config
+        mix = self.mix_next if self.mix_next is not None and self.mixing_enabled else self.decide_mixing()
+        self.mix_next = None
         feats = self.adapter.features(
-            inputs, tokens=self.dense and mix, cls_attention=mix and self.dense and self.attention == "cls"
+            inputs, tokens=cfg.dense and mix, cls_attention=mix and cfg.dense and cfg.attention == "cls"
         )
         classify = self._classify
         clean_logits = classify(feats.pooled)
         if not mix:
-            y = one_hot_targets(labels, self.num_classes, self.label_smoothing, validate=False)
+            y = one_hot_targets(labels, self.num_classes, cfg.label_smoothing, validate=False)
             return MultiMixOutput(loss=soft_cross_entropy(clean_logits, y).mean(), logits=clean_logits)
         teacher_probs = self._teacher_probs(inputs, clean_logits)
         mix_logits = clean_logits
-        if self.mix_across_processes and is_distributed():
+        if cfg.mix_across_processes and is_distributed():
             feats, labels, mix_logits, teacher_probs = self._gather(feats, labels, clean_logits, teacher_probs)
             m = labels.shape[0]
+        lam = sample_pair_lambda(m, cfg.alpha, device=feats.pooled.device) if cfg.mixing == "pairwise" else None
         common = dict(
-            n=self.n, alpha=self.alpha, affine=self.adapter.affine, num_classes=self.num_classes,
-            label_smoothing=self.label_smoothing, clean_weight=self.clean_weight, clean_logits=mix_logits,
-            teacher_probs=teacher_probs, distill_weight=self.distill_weight,
-            temperature=self.temperature, chunk_size=self.chunk_size,
+            affine=self.adapter.affine, num_classes=self.num_classes, clean_logits=mix_logits,
+            teacher_probs=teacher_probs,
             validate=False,  # labels checked above; weights and teacher probabilities valid by construction
         )
-        if self.mixing == "pairwise":
-            common["lam"] = sample_pair_lambda(m, self.alpha, device=feats.pooled.device)
-        if self.dense:
+        if cfg.dense:
             self._warn_single_position(feats.tokens)
-            attention = feats.cls_attention if self.attention == "cls" else self.attention
+            attention = feats.cls_attention if cfg.attention == "cls" else cfg.attention
             loss = dense_multimix_loss(
-                feats.tokens, labels, classify, common.pop("lam", None), per_position=self.per_position, attention=attention,
-                pooled=feats.pooled, mask=feats.mask, detach_attention=self.detach_attention, **common,
+                feats.tokens, labels, classify, lam, cfg, attention=attention, pooled=feats.pooled, mask=feats.mask,
+                **common,
             )
         else:
-            loss = multimix_loss(feats.pooled, labels, classify, common.pop("lam", None), **common)
+            loss = multimix_loss(feats.pooled, labels, classify, lam, cfg, **common)
         return MultiMixOutput(loss=loss, logits=clean_logits)
 
     @staticmethod
@@ -305,27 +338,28 @@ class MultiMixHead(nn.Module):
         if self.teacher == "self":
             logits = clean_logits.detach()
         else:
-            if self.ema_auto_update:
-                if self._ema_forwards > 0:
-                    self.update_teacher()
-                self._ema_forwards += 1
+            if self.ema_auto_update and self._weight_versions() != self._teacher_versions:
+                self.update_teacher()  # the weights moved (an optimizer step) since the teacher's last step
             with torch.no_grad():
                 logits = self._teacher_adapter.logits(inputs)
         return torch.softmax(logits.float() / self.temperature, dim=-1)
 
-    def save_pretrained(self, path: str, **kwargs: Any) -> None:
-        """Saves the wrapped model, plain: Hugging Face models with their own `save_pretrained`,
-        others as `model.safetensors` loadable with `load_state_dict`."""
-        if hasattr(self.model, "save_pretrained"):
-            self.model.save_pretrained(path, **kwargs)
-            return
-        import os
 
-        from safetensors.torch import save_file
+def _config_option(name: str) -> property:
+    def get(self: MultiMixHead) -> Any:
+        return getattr(self._config, name)
 
-        os.makedirs(path, exist_ok=True)
-        state = {k: v.contiguous() for k, v in self.model.state_dict().items()}
-        save_file(state, os.path.join(path, "model.safetensors"))
+    def set_(self: MultiMixHead, value: Any) -> None:
+        raise AttributeError(
+            f"MultiMixHead.{name} reads the head's config; change it with "
+            f"head.multimix_config = head.multimix_config.replace({name}=...)."
+        )
+
+    return property(get, set_, doc=f"`multimix_config.{name}` (see `MultiMixConfig`).")
+
+
+for _name in CONFIG_FIELDS:
+    setattr(MultiMixHead, _name, _config_option(_name))
 
 
 def _with_loss(output: Any, loss: Tensor) -> Any:

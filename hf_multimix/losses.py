@@ -8,6 +8,7 @@ Mixing and the soft-target cross-entropy run in float32 whatever the input dtype
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -16,7 +17,6 @@ from torch.autograd.function import once_differentiable
 from torch.utils.checkpoint import checkpoint
 
 from ._checks import (
-    AlphaLike,
     check_attention,
     check_batch_size,
     check_distributions,
@@ -26,6 +26,7 @@ from ._checks import (
     check_rank,
     check_targets,
 )
+from .config import MultiMixConfig, resolve_config
 from .functional import (
     ATTENTION_KINDS,
     _normalise,
@@ -80,49 +81,49 @@ def distillation_kl(logits: Tensor, teacher: Tensor, temperature: float) -> Tens
     return (torch.xlogy(t, t) - t * F.log_softmax(_wide(logits) / temperature, dim=-1)).sum(dim=-1)
 
 
+#: The `MultiMixConfig` options the loss functions take as keywords; the others are the head's.
+POOLED_LOSS_OPTIONS = ("n", "alpha", "label_smoothing", "clean_weight", "distill_weight", "temperature", "chunk_size")
+DENSE_LOSS_OPTIONS = (*POOLED_LOSS_OPTIONS, "per_position", "detach_attention")
+
+
 def multimix_loss(
     z: Tensor,
     targets: Tensor,
     classifier: Callable[[Tensor], Tensor],
     lam: Tensor | None = None,
+    config: MultiMixConfig | None = None,
     *,
-    n: int = 1000,
-    alpha: AlphaLike = (0.5, 2.0),
     affine: bool | None = None,
     num_classes: int | None = None,
-    label_smoothing: float = 0.0,
-    clean_weight: float = 0.0,
     clean_logits: Tensor | None = None,
     teacher_probs: Tensor | None = None,
-    distill_weight: float = 0.0,
-    temperature: float = 1.0,
-    chunk_size: int | None = None,
     validate: bool = True,
+    **options: Any,
 ) -> Tensor:
     """MultiMix loss on pooled embeddings: mean soft-target cross-entropy over `n` mixes.
+
+    The options (`n`, `alpha`, `label_smoothing`, `clean_weight`, `distill_weight`,
+    `temperature`, `chunk_size`) come from `config`, with keyword `options` overriding it;
+    their defaults and checks are `MultiMixConfig`'s (e.g. `clean_weight=1.0` adds the clean
+    batch's cross-entropy; pass `clean_weight=0` for the paper's loss).
 
     Args:
         z: embeddings the classifier sees, `[m, d]`.
         targets: class ids `[m]` or probabilities `[m, c]`.
         classifier: maps `[..., d]` to `[..., c]` (the model's own head).
-        lam: weights `[m, n]`; sampled with `n` and `alpha` when None.
-        n: number of mixes when `lam` is sampled.
-        alpha: Dirichlet concentration when `lam` is sampled, a float or a `(lo, hi)` range
-            drawn per call.
+        lam: weights `[m, n]`; sampled with the config's `n` and `alpha` when None.
+        config: a `MultiMixConfig`; None: the defaults.
         affine: whether `classifier` is affine; None detects it (`is_affine`). Affine heads use
             the exact logit-space shortcut, other heads run on the mixed embeddings.
         num_classes: `c`; inferred from the classifier when None.
-        label_smoothing: smoothing of the targets before mixing.
-        clean_weight: adds `clean_weight * CE` on the clean batch.
-        clean_logits: the clean batch's logits `[m, c]` if already computed.
-        teacher_probs: teacher probabilities `[m, c]` for self-distillation.
-        distill_weight: `beta`; loss is `(1-beta) CE + beta T^2 KL(q_mix || softmax(g(z_mix)/T))`.
-        temperature: `T`.
-        chunk_size: mixes per chunk; None picks one from `DEFAULT_CHUNK_ELEMENTS`.
+        clean_logits: the clean batch's logits `[m, c]` if already computed (clean term).
+        teacher_probs: teacher probabilities `[m, c]` for self-distillation: with
+            `distill_weight = beta`, the loss is `(1-beta) CE + beta T^2 KL(q_mix || softmax(g(z_mix)/T))`.
         validate: check the values of `targets` (class ids in range, probability rows
             non-negative and summing to 1), of a given `lam` (columns on the simplex) and of
             `teacher_probs`: one reduction and one host sync each. `MultiMixHead` passes False
             for its own weights and labels it checked already.
+        **options: `MultiMixConfig` options overriding `config`.
 
     Returns:
         Scalar float32 loss.
@@ -133,6 +134,7 @@ def multimix_loss(
         >>> loss.shape, loss.dtype
         (torch.Size([]), torch.float32)
     """
+    cfg = resolve_config(config, options, "multimix_loss", POOLED_LOSS_OPTIONS)
     check_rank(z, 2, "z", "[m, d]")
     m = z.shape[0]
     check_batch_size(m)
@@ -140,10 +142,9 @@ def multimix_loss(
         check_lambda(lam, m, None, values=validate)
         lam = lam.unsqueeze(0)
     return _loss(
-        z.unsqueeze(1), targets, classifier, lam, mask=None, attention=None, n=n, alpha=alpha,
-        per_position=False, affine=affine, num_classes=num_classes, label_smoothing=label_smoothing,
-        clean_weight=clean_weight, clean_logits=clean_logits, teacher_probs=teacher_probs,
-        distill_weight=distill_weight, temperature=temperature, chunk_size=chunk_size, validate=validate,
+        z.unsqueeze(1), targets, classifier, lam, cfg, mask=None, attention=None, per_position=False,
+        affine=affine, num_classes=num_classes, clean_logits=clean_logits, teacher_probs=teacher_probs,
+        validate=validate,
     )
 
 
@@ -152,43 +153,35 @@ def dense_multimix_loss(
     targets: Tensor,
     classifier: Callable[[Tensor], Tensor],
     lam: Tensor | None = None,
+    config: MultiMixConfig | None = None,
     *,
-    n: int = 1000,
-    alpha: AlphaLike = (0.5, 2.0),
-    per_position: bool = True,
-    attention: str | Tensor = "pooled",
+    attention: str | Tensor | None = None,
     pooled: Tensor | None = None,
     mask: Tensor | None = None,
-    detach_attention: bool = True,
     affine: bool | None = None,
     num_classes: int | None = None,
-    label_smoothing: float = 0.0,
-    clean_weight: float = 0.0,
     clean_logits: Tensor | None = None,
     teacher_probs: Tensor | None = None,
-    distill_weight: float = 0.0,
-    temperature: float = 1.0,
-    chunk_size: int | None = None,
     validate: bool = True,
+    **options: Any,
 ) -> Tensor:
     """Dense MultiMix loss: mixes every position, weighted by attention, and averages the
     soft-target cross-entropy over all valid `(mix, position)` terms.
 
-    The arguments not listed below (`n`, `alpha`, `affine`, `num_classes`, `label_smoothing`,
-    `clean_weight`, `clean_logits`, `distill_weight`, `temperature`, `chunk_size`, `validate`)
-    are as in `multimix_loss`.
+    The options are `multimix_loss`'s plus `per_position` (draw `lam` per position,
+    `[r, m, n]`, or share one) and `detach_attention`, from `config` and keyword `options`.
+    The arguments not listed below are as in `multimix_loss`.
 
     Args:
         z: position embeddings in the classifier's input space, `[m, r, d]`.
         targets: class ids `[m]` or probabilities `[m, c]`.
         classifier: maps `[..., d]` to `[..., c]`, applied at every position.
         lam: `[r, m, n]` or `[m, n]` (shared by positions); sampled when None.
-        per_position: when sampling, draw `lam` per position (`[r, m, n]`) or share one.
-        attention: `"pooled"`, `"cam"`, `"uniform"` or a tensor `[m, r]`.
+        attention: `"pooled"`, `"cam"`, `"uniform"` or a tensor `[m, r]`; None: the config's
+            (default `"uniform"`).
         pooled: pooled embedding `[m, d]` for `"pooled"` attention and the clean term; default:
             mean of the real positions.
         mask: bool `[m, r]`, True for real positions.
-        detach_attention: stop gradients through the attention.
         teacher_probs: `[m, c]` (per example) or `[m, r, c]` (per position).
 
     Returns:
@@ -200,6 +193,9 @@ def dense_multimix_loss(
         >>> dense_multimix_loss(z, y, head, n=50, attention="cam").shape
         torch.Size([])
     """
+    cfg = resolve_config(config, options, "dense_multimix_loss", DENSE_LOSS_OPTIONS)
+    if attention is None:
+        attention = cfg.attention
     check_rank(z, 3, "z", "[m, r, d]")
     m, r, _ = z.shape
     check_batch_size(m)
@@ -210,30 +206,18 @@ def dense_multimix_loss(
             check_attention(attention, m, r)
     elif attention not in ATTENTION_KINDS:
         raise ValueError(
-            f"unknown attention {attention!r}; choose one of {ATTENTION_KINDS}, or pass a tensor [m, r]."
+            f"unknown attention {attention!r}; choose one of {ATTENTION_KINDS}, or pass a tensor [m, r]"
+            + (" ('cls' needs MultiMixHead on a ViT-like model)." if attention == "cls" else ".")
         )
     if lam is not None:
         check_lambda(lam, m, r, values=validate)
     if mask is not None:
         check_mask(mask, m, r)
     return _loss(
-        z, targets, classifier, lam, mask=mask, attention=attention, pooled=pooled, n=n, alpha=alpha,
-        per_position=per_position, detach_attention=detach_attention, affine=affine,
-        num_classes=num_classes, label_smoothing=label_smoothing, clean_weight=clean_weight,
-        clean_logits=clean_logits, teacher_probs=teacher_probs, distill_weight=distill_weight,
-        temperature=temperature, chunk_size=chunk_size, validate=validate,
+        z, targets, classifier, lam, cfg, mask=mask, attention=attention, pooled=pooled,
+        per_position=cfg.per_position, affine=affine, num_classes=num_classes, clean_logits=clean_logits,
+        teacher_probs=teacher_probs, validate=validate,
     )
-
-
-def _check_options(distill_weight: float, temperature: float, clean_weight: float, chunk_size: int | None) -> None:
-    if not 0.0 <= distill_weight <= 1.0:
-        raise ValueError(f"distill_weight must be in [0, 1], got {distill_weight}.")
-    if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}.")
-    if clean_weight < 0:
-        raise ValueError(f"clean_weight must be >= 0, got {clean_weight}.")
-    if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
-        raise ValueError(f"chunk_size must be a positive integer or None, got {chunk_size!r}.")
 
 
 def _check_teacher(teacher: Tensor, m: int, r: int, c: int) -> None:
@@ -251,27 +235,22 @@ def _loss(
     targets: Tensor,
     classifier: Callable[[Tensor], Tensor],
     lam: Tensor | None,
+    cfg: MultiMixConfig,
     *,
     mask: Tensor | None,
     attention: str | Tensor | None,
-    n: int,
-    alpha: AlphaLike,
     per_position: bool,
     affine: bool | None,
     num_classes: int | None,
-    label_smoothing: float,
-    clean_weight: float,
     clean_logits: Tensor | None,
     teacher_probs: Tensor | None,
-    distill_weight: float,
-    temperature: float,
-    chunk_size: int | None,
     pooled: Tensor | None = None,
-    detach_attention: bool = True,
     validate: bool = True,
 ) -> Tensor:
+    n, alpha, label_smoothing, clean_weight = cfg.n, cfg.alpha, cfg.label_smoothing, cfg.clean_weight
+    distill_weight, temperature, chunk_size = cfg.distill_weight, cfg.temperature, cfg.chunk_size
+    detach_attention = cfg.detach_attention
     m, r, d = tokens.shape
-    _check_options(distill_weight, temperature, clean_weight, chunk_size)
     check_targets(targets, m, num_classes, values=validate)
     # Class ids are range-checked once the classifier's size is known, below.
     checked = validate and (num_classes is not None or targets.dim() == 2)
@@ -355,9 +334,12 @@ class _MixedLogSumExp(torch.autograd.Function):
     def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None]:
         wt, logits, e, total = ctx.saved_tensors
         with torch.autocast(device_type=grad.device.type, enabled=False):  # float32, as the forward
-            g = e * (grad.unsqueeze(-1) / total)  # softmax(mixed) * grad
-            grad_wt = torch.bmm(g, logits.transpose(1, 2)) if ctx.needs_input_grad[0] else None
-            grad_logits = torch.bmm(wt.transpose(1, 2), g) if ctx.needs_input_grad[1] else None
+            # d/d(mixed) = softmax(mixed) * grad = e * scale, with one scale per (position, mix): it is
+            # applied to the [r, k, m] side of each matmul instead of the larger [r, k, c] exponentials,
+            # which stay as saved (the graph can be reused).
+            scale = grad.unsqueeze(-1) / total  # [r, k, 1]
+            grad_wt = torch.bmm(e, logits.transpose(1, 2)).mul_(scale) if ctx.needs_input_grad[0] else None
+            grad_logits = torch.bmm((wt * scale).transpose(1, 2), e) if ctx.needs_input_grad[1] else None
         return grad_wt, grad_logits
 
 

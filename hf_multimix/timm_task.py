@@ -35,6 +35,7 @@ except ImportError as error:  # timm before 1.0.23 has no task API
 
 from ._wrap import HEAD_OPTIONS, wrap_model
 from .adapters.base import logits_of
+from .config import MultiMixConfig
 from .head import MultiMixHead, MultiMixOutput
 
 __all__ = ["MultiMixTask"]
@@ -107,7 +108,8 @@ class MultiMixTask(ClassificationTask):
         device: device for task tensors, as in `ClassificationTask`.
         dtype: dtype for task tensors, as in `ClassificationTask`.
         verbose: log the set-up.
-        multimix_args: MultiMix options as a dict, e.g. `{"n": 500, "alpha": 0.2}`.
+        multimix_args: a `MultiMixConfig` (e.g. `recipes.noisy_labels("image", from_scratch=True).multimix`),
+            or MultiMix options as a dict, e.g. `{"n": 500, "alpha": 0.2}`.
         **multimix_options: MultiMix options as keywords (`n`, `alpha`, `dense`, ... as in
             `MultiMixHead`).
 
@@ -128,7 +130,7 @@ class MultiMixTask(ClassificationTask):
         dtype: torch.dtype | None = None,
         verbose: bool = True,
         *,
-        multimix_args: Mapping[str, Any] | None = None,
+        multimix_args: MultiMixConfig | Mapping[str, Any] | None = None,
         **multimix_options: Any,
     ) -> None:
         unknown = sorted(set(multimix_options) - set(HEAD_OPTIONS))
@@ -153,8 +155,8 @@ class MultiMixTask(ClassificationTask):
                 "LabelSmoothingCrossEntropy or SoftTargetCrossEntropy (in train.py: drop --bce-loss / "
                 "--jsd-loss), or train with ClassificationTask."
             )
-        if head.label_smoothing == 0:
-            head.label_smoothing = smoothing
+        if head.label_smoothing == 0 and smoothing:
+            head.multimix_config = head.multimix_config.replace(label_smoothing=smoothing)
 
     @property
     def head(self) -> MultiMixHead:

@@ -10,6 +10,7 @@ with `from_pretrained`.
 from __future__ import annotations
 
 import inspect
+import numbers
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -20,6 +21,7 @@ from transformers import Trainer, TrainerCallback
 
 from ._wrap import pop_head_options, wrap_model
 from .adapters.base import logits_of
+from .config import MultiMixConfig
 from .head import MultiMixHead
 
 
@@ -27,8 +29,9 @@ class MultiMixTrainer(Trainer):
     """`Trainer` that trains with MultiMix: a drop-in for `Trainer(` in an existing script.
 
     Give it the plain model, as to `Trainer`, and it wraps the model in a `MultiMixHead` itself;
-    the MultiMix options come as keyword arguments (`n=1000, alpha=0.2, ...`) or as a dict
-    (`multimix_args={"n": 1000}`). A `MultiMixHead` is accepted too (then without options).
+    the MultiMix options come as keyword arguments (`n=1000, alpha=0.2, ...`), as a dict
+    (`multimix_args={"n": 1000}`) or as a `MultiMixConfig` (`multimix_args=recipes.default().multimix`;
+    keywords then override it). A `MultiMixHead` is accepted too (then without options).
     `trainer.model` is the head; the plain model is `trainer.model.model`.
 
     Everything else is the plain `Trainer`: `TrainingArguments`, callbacks, mixed precision,
@@ -43,7 +46,7 @@ class MultiMixTrainer(Trainer):
     Args:
         model: the classifier (a Hugging Face or timm model), or a `MultiMixHead`.
         args: `TrainingArguments`, and further `Trainer` arguments, positional or by name.
-        multimix_args: MultiMix options as a dict.
+        multimix_args: a `MultiMixConfig`, or MultiMix options as a dict.
         **kwargs: `Trainer` keyword arguments and MultiMix options (`n`, `alpha`, `dense`, ...).
 
     Example:
@@ -56,7 +59,7 @@ class MultiMixTrainer(Trainer):
         self,
         model: nn.Module | None = None,
         *args: Any,
-        multimix_args: Mapping[str, Any] | None = None,
+        multimix_args: MultiMixConfig | Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         options = pop_head_options(kwargs)
@@ -67,10 +70,11 @@ class MultiMixTrainer(Trainer):
             )
         model = wrap_model(model, multimix_args, options, "MultiMixTrainer")
         super().__init__(model, *args, **kwargs)
+        self.add_callback(_TeacherStepCallback())
         if self.args.label_smoothing_factor:
             # The Trainer's label smoother would take the labels away from the head.
             if model.label_smoothing == 0:
-                model.label_smoothing = self.args.label_smoothing_factor
+                model.multimix_config = model.multimix_config.replace(label_smoothing=self.args.label_smoothing_factor)
             self.label_smoother = None
 
     def _set_signature_columns_if_needed(self) -> None:
@@ -108,23 +112,31 @@ class MultiMixTrainer(Trainer):
 
 class MultiMixOffCallback(TrainerCallback):
     """Turns MultiMix off (plain cross-entropy) from epoch `after_epoch` on, a common schedule
-    for the last epochs of fine-tuning.
+    for the last epochs of fine-tuning. It flips the head's switch (`head.mixing_enabled`, as
+    timm's `Mixup.mixup_enabled`); the head's `prob` is left as configured.
 
     Args:
         after_epoch: number of epochs trained with MultiMix; later epochs train with ERM.
     """
 
     def __init__(self, after_epoch: int) -> None:
-        if after_epoch < 0:
-            raise ValueError(f"after_epoch must be >= 0, got {after_epoch}.")
-        self.after_epoch = after_epoch
-        self._prob: float | None = None
+        if isinstance(after_epoch, bool) or not isinstance(after_epoch, numbers.Integral) or after_epoch < 0:
+            raise ValueError(f"after_epoch must be an integer >= 0 (epochs that mix), got {after_epoch!r}.")
+        self.after_epoch = int(after_epoch)
 
     def on_epoch_begin(self, args, state, control, model=None, **kwargs):  # noqa: D102
+        _find_head(model).mixing_enabled = state.epoch is None or state.epoch < self.after_epoch
+        return control
+
+
+class _TeacherStepCallback(TrainerCallback):
+    """Steps the head's EMA teacher after each optimizer step (not per forward: with gradient
+    accumulation the forwards outnumber the steps)."""
+
+    def on_optimizer_step(self, args, state, control, model=None, **kwargs):  # noqa: D102
         head = _find_head(model)
-        if self._prob is None:
-            self._prob = head.prob
-        head.prob = 0.0 if state.epoch is not None and state.epoch >= self.after_epoch else self._prob
+        if head.teacher_model is not None:
+            head.update_teacher()
         return control
 
 
@@ -132,5 +144,5 @@ def _find_head(model: Any) -> MultiMixHead:
     while model is not None and not isinstance(model, MultiMixHead):
         model = getattr(model, "module", None)
     if model is None:
-        raise TypeError("MultiMixOffCallback needs the Trainer's model to be a MultiMixHead.")
+        raise TypeError("MultiMixOffCallback needs the Trainer's model to be a MultiMixHead (use MultiMixTrainer).")
     return model

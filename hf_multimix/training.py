@@ -223,11 +223,11 @@ def train(
         history.append(record)
         accelerator.print(f"epoch 0 (before training)  eval_loss {record['eval_loss']:.4f}  "
                           f"eval_acc {record['eval_accuracy']:.4f}")
-    mix_prob = plain.prob
+    switch = plain.mixing_enabled
     for epoch in range(start_epoch, config.epochs):
         head.train()
         mixing = config.mix_off_epoch is None or epoch < config.mix_off_epoch
-        plain.prob = mix_prob if mixing else 0.0  # prob 0: the head's plain cross-entropy of the clean batch
+        plain.mixing_enabled = switch and mixing  # off: the head's plain cross-entropy of the clean batch
         t0 = time.perf_counter()
         loss_sum, seen = torch.zeros((), device=accelerator.device), 0
         limit = config.max_steps_per_epoch
@@ -241,8 +241,8 @@ def train(
             inputs, labels = _split(batch)
             if other_fn is not None and mixing:
                 # One draw decides the layer of this step: the head's MultiMix, or the inputs.
-                head_mixes = random.random() < mix_prob
-                plain.prob = 1.0 if head_mixes else 0.0
+                head_mixes = plain.decide_mixing()
+                plain.mix_next = head_mixes
                 if not head_mixes:
                     inputs, labels = _mix_inputs(other_fn, inputs, labels)
             elif mix_fn is not None and mixing:
@@ -258,6 +258,8 @@ def train(
                 if accelerator.sync_gradients and config.max_grad_norm:
                     accelerator.clip_grad_norm_(params, config.max_grad_norm)
                 optimizer.step()
+                if accelerator.sync_gradients and plain.teacher_model is not None:
+                    plain.update_teacher()  # the EMA teacher steps where the optimizer steps
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
             loss_sum += out.loss.detach()
@@ -294,7 +296,7 @@ def train(
                                                  save_with_model),
                 )
         accelerator.wait_for_everyone()
-    plain.prob = mix_prob
+    plain.mixing_enabled = switch
     return history
 
 
@@ -377,8 +379,10 @@ def _replace_folder(path: str, write: Any) -> None:
     """
     parent = os.path.dirname(os.path.abspath(path))
     name = os.path.basename(path)
-    for stale in os.listdir(parent):  # temporary folders of an interrupted earlier write
-        if stale.startswith(f".{name}.tmp-"):
+    for stale in os.listdir(parent):  # temporary folders of an interrupted earlier write, of any checkpoint:
+        # writes run one at a time, so none is in progress (a killed checkpoint-best write is not
+        # otherwise cleaned when the resumed run never beats its best)
+        if stale.startswith(".checkpoint-") and ".tmp-" in stale or stale.startswith(f".{name}.tmp-"):
             shutil.rmtree(os.path.join(parent, stale), ignore_errors=True)
     tmp = tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=parent)
     try:
@@ -428,6 +432,7 @@ def _save_model(path: str, head: MultiMixHead, save_with_model: tuple[Any, ...] 
     config = getattr(head.model, "config", None)
     if config is not None and hasattr(config, "save_pretrained"):
         config.save_pretrained(path)
+    head.multimix_config.save_pretrained(path)  # multimix_config.json: how the weights were trained
     for companion in save_with_model:
         companion.save_pretrained(path)
 

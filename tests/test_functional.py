@@ -319,3 +319,30 @@ def test_validate_false_skips_only_the_value_checks():
     assert z_mix.shape == (2, 4)
     with pytest.raises(ValueError, match=r"lam has 2 rows but the batch has m=3"):
         multimix(torch.randn(3, 4), _Y, torch.full((2, 2), 0.5), num_classes=3, validate=False)
+
+
+@pytest.mark.parametrize("alpha", [0.2, 1.0, 3.0, 100.0])
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a GPU: the sampler's GPU route"))])
+def test_lambda_has_the_dirichlet_moments_and_independent_positions(alpha, device):
+    # Dir(alpha 1_m): mean 1/m, variance (m-1) / (m^2 (m alpha + 1)), covariance -1 / (m^2 (m alpha + 1))
+    # within a column; different positions and mixes are independent. 4 * 50,000 columns: the
+    # standard error of the variance estimate is below 2% of it.
+    torch.manual_seed(0)
+    m, n, r = 5, 50_000, 4
+    lam = sample_lambda(m, n, alpha, positions=r, device=device).double().cpu()
+    var = (m - 1) / (m**2 * (m * alpha + 1))
+    cov = -1 / (m**2 * (m * alpha + 1))
+    cols = lam.permute(0, 2, 1).reshape(-1, m)  # [r * n, m]
+    torch.testing.assert_close(cols.mean(0), torch.full((m,), 1 / m, dtype=torch.float64), atol=4 * var**0.5 / 400, rtol=0)
+    torch.testing.assert_close(cols.var(0), torch.full((m,), var, dtype=torch.float64), rtol=0.06, atol=0)
+    c = torch.cov(cols.t())
+    torch.testing.assert_close(c[0, 1:], torch.full((m - 1,), cov, dtype=torch.float64), rtol=0.1, atol=0)
+    # independence across positions: the weight of example 0 at position 0 and at position 1 do not correlate
+    corr = torch.corrcoef(torch.stack([lam[0, 0], lam[1, 0]]))[0, 1]
+    assert abs(corr) < 4 / n**0.5
+    # a third moment too (a scheme with the right mean and variance but the wrong shape fails here): each
+    # weight is Beta(alpha, (m - 1) alpha)
+    a, b = alpha, (m - 1) * alpha
+    third = a * (a + 1) * (a + 2) / ((a + b) * (a + b + 1) * (a + b + 2))
+    torch.testing.assert_close(cols.pow(3).mean(0), torch.full((m,), third, dtype=torch.float64), rtol=0.05, atol=0)

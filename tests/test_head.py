@@ -197,7 +197,7 @@ def test_option_errors():
         MultiMixHead(model, attention="saliency")
     with pytest.raises(ValueError, match=r"unknown teacher 'mean'"):
         MultiMixHead(model, teacher="mean")
-    with pytest.raises(ValueError, match=r"distill_weight must be in \[0.0, 1.0\]"):
+    with pytest.raises(ValueError, match=r"distill_weight must be in \[0, 1\], got 2"):
         MultiMixHead(model, distill_weight=2.0)
     with pytest.raises(ValueError, match=r"attention='cls' needs a ViT-like model"):
         MultiMixHead(model, dense=True, attention="cls")

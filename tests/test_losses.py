@@ -30,15 +30,15 @@ def test_pooled_loss_matches_reference(m, n, seed):
     head = nn.Linear(d, c).double()
     z, y = torch.randn(m, d, dtype=torch.float64), torch.randint(0, c, (m,))
     lam = sample_lambda(m, n).double()
-    torch.testing.assert_close(multimix_loss(z, y, head, lam), reference_pooled_loss(z, y, head, lam, c))
+    torch.testing.assert_close(multimix_loss(z, y, head, lam, clean_weight=0), reference_pooled_loss(z, y, head, lam, c))
 
 
 def test_single_example_loss_is_plain_cross_entropy():
     head = nn.Linear(6, 3)
     z, y = torch.randn(1, 6), torch.tensor([2])
     expected = F.cross_entropy(head(z), y)
-    torch.testing.assert_close(multimix_loss(z, y, head, n=17), expected)
-    torch.testing.assert_close(dense_multimix_loss(z.unsqueeze(1).expand(1, 4, 6), y, head, n=17), expected)
+    torch.testing.assert_close(multimix_loss(z, y, head, n=17, clean_weight=0), expected)
+    torch.testing.assert_close(dense_multimix_loss(z.unsqueeze(1).expand(1, 4, 6), y, head, n=17, clean_weight=0), expected)
 
 
 def _mlp_head(d, c):
@@ -121,7 +121,7 @@ def test_nonlinear_head_uses_embedding_path():
     assert not is_affine(head)
     z, y = torch.randn(4, 6, dtype=torch.float64), torch.tensor([0, 1, 2, 1])
     lam = sample_lambda(4, 25).double()
-    torch.testing.assert_close(multimix_loss(z, y, head, lam), reference_pooled_loss(z, y, head, lam, 3))
+    torch.testing.assert_close(multimix_loss(z, y, head, lam, clean_weight=0), reference_pooled_loss(z, y, head, lam, 3))
     # Forcing the shortcut on a non-linear head changes the result: the paths are really different.
     assert not torch.allclose(multimix_loss(z, y, head, lam, affine=True), multimix_loss(z, y, head, lam))
 
@@ -143,7 +143,7 @@ def test_dense_reference_and_valid_terms():
     z_mix, y_mix, valid = dense_multimix(z, y, lam, attn, num_classes=c)
     ce = -(y_mix * F.log_softmax(head(z_mix), -1)).sum(-1)
     expected = ce[valid].mean()
-    torch.testing.assert_close(dense_multimix_loss(z, y, head, lam, attention=attn), expected)
+    torch.testing.assert_close(dense_multimix_loss(z, y, head, lam, attention=attn, clean_weight=0), expected)
 
 
 def test_dense_with_one_position_equals_pooled():
@@ -213,14 +213,14 @@ def test_distillation_term_matches_formula():
     ce = -(y_mix * F.log_softmax(logits, -1)).sum(-1)
     kl = (q_mix * (q_mix.log() - F.log_softmax(logits / t, -1))).sum(-1)
     expected = ((1 - beta) * ce + beta * t * t * kl).mean()
-    got = multimix_loss(z, y, head, lam, teacher_probs=q, distill_weight=beta, temperature=t)
+    got = multimix_loss(z, y, head, lam, teacher_probs=q, distill_weight=beta, temperature=t, clean_weight=0)
     torch.testing.assert_close(got, expected)
 
 
 def test_clean_weight_adds_clean_cross_entropy():
     head = nn.Linear(5, 3)
     z, y, lam = torch.randn(4, 5), torch.tensor([0, 1, 2, 0]), sample_lambda(4, 10)
-    base = multimix_loss(z, y, head, lam)
+    base = multimix_loss(z, y, head, lam, clean_weight=0)
     torch.testing.assert_close(multimix_loss(z, y, head, lam, clean_weight=0.5), base + 0.5 * F.cross_entropy(head(z), y))
 
 

@@ -60,16 +60,17 @@ def _loader(n=16, batch=8):
 @pytest.mark.parametrize("input_mix", [None, "mixup"])
 def test_mix_off_epoch_trains_the_last_epochs_with_plain_cross_entropy(tmp_path, input_mix):
     head = MultiMixHead(timm.create_model("resnet10t", pretrained=False, num_classes=3), n=16, prob=0.7)
-    seen = []  # (head.prob, labels are class ids) at each training forward
-    head.register_forward_pre_hook(lambda m, a, kw: seen.append((m.prob, kw["labels"].dim() == 1)) if m.training
-                                   else None, with_kwargs=True)
+    seen = []  # (head.mixing_enabled, head.prob, labels are class ids) at each training forward
+    head.register_forward_pre_hook(lambda m, a, kw: seen.append((m.mixing_enabled, m.prob, kw["labels"].dim() == 1))
+                                   if m.training else None, with_kwargs=True)
     config = TrainingConfig(output_dir=str(tmp_path), epochs=3, mix_off_epoch=2, input_mix=input_mix,
                             save_checkpoints=False, progress=False)
     history = train(head, _loader(), None, config)
     assert len(history) == 3
-    # two batches an epoch: two epochs with the head's own prob (and soft input-mixed targets), then plain CE
-    assert seen == [(0.7, input_mix is None)] * 4 + [(0.0, True)] * 2
-    assert head.prob == 0.7  # restored after training
+    # two batches an epoch: two epochs mixing (and soft input-mixed targets), then the switch is off: plain CE;
+    # the head's prob is never rewritten
+    assert seen == [(True, 0.7, input_mix is None)] * 4 + [(False, 0.7, True)] * 2
+    assert head.mixing_enabled and head.prob == 0.7  # the switch is restored after training
 
 
 def test_mix_off_epoch_is_validated():
@@ -103,12 +104,15 @@ def test_the_seed_fixes_the_initial_weights_whatever_ran_before():
 
 
 def test_cli_and_head_share_the_default_recipe():
-    import inspect
+    from hf_multimix import MultiMixConfig
 
-    head_defaults = inspect.signature(MultiMixHead).parameters
+    defaults = MultiMixConfig()
     args = build_parser().parse_args(["train", "--output-dir", "unused"])
-    assert args.clean_weight == head_defaults["clean_weight"].default == 1.0
-    assert args.prob == head_defaults["prob"].default == 1.0
+    assert args.clean_weight == defaults.clean_weight == 1.0
+    assert args.prob == defaults.prob == 1.0
+    assert (args.n, args.attention, args.label_smoothing) == (defaults.n, defaults.attention, defaults.label_smoothing)
+    assert head_for("multimix", timm.create_model("resnet10t", pretrained=False, num_classes=3),
+                    args).multimix_config == defaults.replace(alpha=0.2)
     head = head_for("multimix", timm.create_model("resnet10t", pretrained=False, num_classes=3), args)
     assert head.clean_weight == 1.0
     # manifold mixup stays the standard baseline (mixed pairs only) whatever MultiMix's default
@@ -120,18 +124,18 @@ def test_other_steps_cutmix_shares_the_steps_between_the_head_and_the_inputs(tmp
     import random
 
     head = MultiMixHead(timm.create_model("resnet10t", pretrained=False, num_classes=3), n=16, prob=0.5)
-    seen = []  # (head.prob, labels are class ids) at each training forward
-    head.register_forward_pre_hook(lambda m, a, kw: seen.append((m.prob, kw["labels"].dim() == 1)) if m.training
+    seen = []  # (the loop's decision for the head, labels are class ids) at each training forward
+    head.register_forward_pre_hook(lambda m, a, kw: seen.append((m.mix_next, kw["labels"].dim() == 1)) if m.training
                                    else None, with_kwargs=True)
     config = TrainingConfig(output_dir=str(tmp_path), epochs=10, other_steps="cutmix", save_checkpoints=False,
                             progress=False, seed=0)
     train(head, _loader(), None, config)
     # every step mixes at exactly one layer: the head's MultiMix on class ids, or CutMix's soft targets with no
     # second mixing by the head
-    assert set(seen) == {(1.0, True), (0.0, False)}
+    assert set(seen) == {(True, True), (False, False)}
     random.seed(0)  # train seeds Python's random with config.seed; the draws decide the layers in order
-    assert [p for p, _ in seen] == [1.0 if random.random() < 0.5 else 0.0 for _ in seen]
-    assert head.prob == 0.5  # restored after training
+    assert [d for d, _ in seen] == [random.random() < 0.5 for _ in seen]
+    assert head.prob == 0.5 and head.mix_next is None
 
 
 def test_other_steps_errors(tmp_path):

@@ -53,6 +53,15 @@ def test_loss_is_the_multimix_loss_of_the_head():
     assert all(p.grad is not None for p in task.head.model.parameters())
 
 
+def test_options_as_a_config():
+    from hf_multimix import MultiMixConfig, recipes
+
+    recipe = recipes.noisy_labels("image", from_scratch=True)
+    task = MultiMixTask(tiny(), torch.nn.CrossEntropyLoss(), multimix_args=recipe.multimix, n=9, verbose=False)
+    assert task.head.multimix_config == recipe.multimix.replace(n=9)
+    assert isinstance(task.head.multimix_config, MultiMixConfig)
+
+
 def test_options_as_dict_or_keywords():
     task = MultiMixTask(tiny(), torch.nn.CrossEntropyLoss(), multimix_args={"n": 7, "alpha": 0.3}, verbose=False)
     assert (task.head.n, task.head.alpha) == (7, 0.3)

@@ -93,13 +93,13 @@ def test_callback_turns_multimix_off(tmp_path):
     class Record(MultiMixOffCallback):
         def on_epoch_begin(self, *a, **kw):
             out = super().on_epoch_begin(*a, **kw)
-            probs.append(head.prob)
+            probs.append((head.mixing_enabled, head.prob))
             return out
 
     trainer = MultiMixTrainer(model=head, args=args(tmp_path, per_device_train_batch_size=4, num_train_epochs=3),
                               train_dataset=dataset(), callbacks=[Record(after_epoch=2)])
     trainer.train()
-    assert probs == [1.0, 1.0, 0.0]
+    assert probs == [(True, 1.0), (True, 1.0), (False, 1.0)]  # the switch flips; prob stays as configured
 
 
 def test_trainer_wraps_a_plain_model(tmp_path):
@@ -130,3 +130,20 @@ def test_trainer_options_fail_early_with_the_fix(tmp_path):
         MultiMixTrainer(args=args(tmp_path))
     with pytest.raises(ValueError, match="alpha must be > 0"):
         MultiMixTrainer(model=tiny_bert(), args=args(tmp_path), alpha=-1.0)
+
+
+def test_trainer_takes_a_multimix_config_saves_it_and_steps_the_teacher(tmp_path):
+    from hf_multimix import MultiMixConfig
+
+    config = MultiMixConfig(n=12, clean_weight=0.5, teacher="ema", distill_weight=0.5, ema_auto_update=False)
+    trainer = MultiMixTrainer(model=tiny_bert(), args=args(tmp_path, per_device_train_batch_size=4, max_steps=2,
+                                                           gradient_accumulation_steps=2),
+                              train_dataset=dataset(16), multimix_args=config, alpha=0.5)
+    assert trainer.model.multimix_config == config.replace(alpha=0.5)  # keywords override the config
+    calls = []
+    update = trainer.model.update_teacher
+    trainer.model.update_teacher = lambda: (calls.append(1), update())[1]
+    trainer.train()
+    assert len(calls) == 2  # once per optimizer step (4 forwards: 2 steps of 2 accumulated batches)
+    trainer.save_model(str(tmp_path / "final"))
+    assert MultiMixConfig.from_pretrained(tmp_path / "final") == config.replace(alpha=0.5)
