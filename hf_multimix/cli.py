@@ -139,7 +139,12 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-length", type=_positive_int, default=64, help="max tokens for text (default 64)")
     p.add_argument("--max-steps-per-epoch", type=_positive_int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    p.add_argument("--output-dir", required=True)
+    p.add_argument("--output-dir", required=True,
+                   help="the run folder; a folder holding a run is refused (continue it with --resume, or see "
+                        "--overwrite)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="the --output-dir holds an earlier run: move it aside to <output-dir>.old-<time> (never "
+                        "deleted) and start afresh")
     p.add_argument("--config", default=None, help="a YAML file of options (e.g. a run's args.yaml); "
                                                   "options on the command line override it")
 
@@ -194,7 +199,8 @@ def _config_argv(argv: list[str], parser: argparse.ArgumentParser) -> list[str]:
     for key, value in options.items():
         dest = str(key).replace("-", "_")
         # `resume` is where an earlier run continued from, not an option to repeat; `method(s)` of the other command
-        if dest in ("command", "config", "resume") or (dest not in actions and dest in elsewhere):
+        # `overwrite` moved an earlier run aside once; repeating it from a run's args.yaml would move this one
+        if dest in ("command", "config", "resume", "overwrite") or (dest not in actions and dest in elsewhere):
             continue
         if dest not in actions or dest == "help":
             parser.error(f"--config {path!r}: unknown option {key!r}; see 'hf-multimix {argv[0]} --help'")
@@ -511,6 +517,27 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def claim_output_dir(args: argparse.Namespace) -> None:
+    """Checks the run folder of `train` / `compare` before anything loads: a file, an unwritable
+    folder, or a folder holding another run are refused with the fixes; with `--overwrite` an
+    earlier run is moved aside (never deleted)."""
+    from .training import CLI_RUN_MARKERS, check_run_folder, move_run_aside, resume_checkpoint
+
+    resume = getattr(args, "resume", None)
+    if resume is not None:
+        if args.overwrite:
+            raise ValueError("--resume continues the run in --output-dir and --overwrite moves it aside; pass one")
+        resume_checkpoint(resume)  # a missing checkpoint is an error now, not after the data loads
+    check_run_folder(args.output_dir, resume, markers=(), cli=True)  # a file, or not writable
+    if args.overwrite:
+        moved = move_run_aside(args.output_dir)
+        if moved is not None:
+            print(f"hf-multimix: --overwrite: moved the earlier run in {args.output_dir} to {moved}", flush=True)
+        return
+    for folder in [args.output_dir, *(os.path.join(args.output_dir, m) for m in getattr(args, "methods", []))]:
+        check_run_folder(folder, resume, markers=CLI_RUN_MARKERS, cli=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -526,6 +553,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "evaluate":
             evaluate(args)
         else:
+            claim_output_dir(args)
             if args.command == "train":
                 if args.noisy_labels and args.method not in MULTIMIX_METHODS:
                     raise ValueError(f"--noisy-labels is a MultiMix recipe; --method {args.method} does not use it. "

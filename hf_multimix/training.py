@@ -38,6 +38,7 @@ from .head import MultiMixHead
 MIXED_PRECISION = ("no", "fp16", "bf16")
 INPUT_MIX = (None, "mixup", "cutmix")
 OTHER_STEPS = ("ce", "mixup", "cutmix")
+BEST_SCORE = "best_score.json"  # in checkpoint-best: the score it was saved with
 
 
 @dataclass
@@ -186,6 +187,7 @@ def train(
     )
     set_seed(config.seed)
     if accelerator.is_main_process:
+        check_run_folder(config.output_dir, config.resume_from)
         check_output_dir(config.output_dir, head, config.save_checkpoints)
     params = [p for p in head.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
@@ -213,6 +215,8 @@ def train(
     metrics_path = os.path.join(config.output_dir, "metrics.jsonl")
     if config.resume_from:
         start_epoch, best, history = _load_checkpoint(config.resume_from, plain, optimizer, scheduler)
+        # A run killed between writing checkpoint-best and checkpoint-last saved a best the checkpoint lacks.
+        best = max(best, _best_score(config.output_dir))
         accelerator.print(f"resumed from {config.resume_from} at epoch {start_epoch}")
         if accelerator.is_main_process:
             # The log restarts from the checkpoint's history: epochs logged after it (a run
@@ -266,6 +270,7 @@ def train(
             bar.set_postfix(loss=f"{out.loss.item():.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
         bar.close()
         train_loss = accelerator.reduce(loss_sum, reduction="mean").item() / max(1, seen)
+        improved = False
         record: dict[str, Any] = {
             "epoch": epoch + 1,
             "train_loss": train_loss,
@@ -274,6 +279,7 @@ def train(
         }
         if eval_loader is not None and ((epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs):
             record.update(evaluate(head, eval_loader, accelerator, config.progress))
+            improved = record["eval_accuracy"] > best  # strictly: a tie keeps the earlier checkpoint-best
             best = max(best, record["eval_accuracy"])
             record["best_eval_accuracy"] = best
         history.append(record)
@@ -285,9 +291,9 @@ def train(
             with open(metrics_path, "a") as f:
                 f.write(json.dumps(record) + "\n")
             if config.save_checkpoints:
-                if record.get("eval_accuracy") == best:
+                if improved:
                     _replace_folder(os.path.join(config.output_dir, "checkpoint-best"),
-                                    lambda tmp: _save_model(tmp, plain, save_with_model))
+                                    lambda tmp: _save_best(tmp, plain, record, save_with_model))
                 _replace_folder(
                     os.path.join(config.output_dir, "checkpoint-last"),
                     lambda tmp: _save_checkpoint(tmp, plain, optimizer, scheduler, epoch + 1, best, config, history,
@@ -331,6 +337,83 @@ def checkpoint_bytes(head: MultiMixHead) -> int:
     model = sum(t.numel() * t.element_size() for t in head.model.state_dict().values())
     moments = sum(2 * 4 * p.numel() for p in head.model.parameters() if p.requires_grad)
     return model + moments
+
+
+RUN_MARKERS = ("metrics.jsonl", "checkpoint-last", "checkpoint-last.old", "checkpoint-best")
+"""What `train` writes into a run folder: a folder holding one of them holds a run."""
+
+CLI_RUN_MARKERS = ("metrics.json", "args.yaml", "compare.json", "compare.md", *RUN_MARKERS)
+"""What `hf-multimix train` / `compare` write into a run folder besides `RUN_MARKERS`."""
+
+
+def previous_run(path: str, markers: tuple[str, ...] = RUN_MARKERS) -> list[str]:
+    """The entries of `markers` that `path` holds (empty: no run there, or no such folder)."""
+    return [m for m in markers if os.path.exists(os.path.join(path, m))] if os.path.isdir(path) else []
+
+
+def _inside(path: str, folder: str) -> bool:
+    path, folder = os.path.realpath(path), os.path.realpath(folder)
+    return os.path.commonpath([path, folder]) == folder
+
+
+def check_run_folder(path: str, resume_from: str | None = None, markers: tuple[str, ...] = RUN_MARKERS,
+                     cli: bool = False) -> None:
+    """Refuses, before anything loads or is written, an output folder that would mix two runs.
+
+    A folder holding a run (one of `markers`: metrics, args.yaml, checkpoints) takes only the
+    run's own continuation, `resume_from` a checkpoint inside it; a new run goes elsewhere,
+    or the old run is first moved aside with `move_run_aside` (`hf-multimix train --overwrite`).
+    A path that is a file, or under one, or in a folder that cannot be written, is refused too.
+    Nothing is created.
+
+    Raises:
+        ValueError: the folder holds another run; the message names the three fixes.
+        OSError: the path is a file or cannot be written.
+    """
+    flag = "--output-dir" if cli else "output_dir"
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise _os_error(errno.ENOTDIR, f"cannot write to the output folder {path!r} (it is a file); choose another "
+                                       f"output folder ({flag})")
+    existing = os.path.abspath(path)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise _os_error(errno.ENOTDIR, f"cannot write to the output folder {path!r} ({existing!r} is a file); "
+                                       f"choose another output folder ({flag})")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise _os_error(errno.EACCES, f"cannot write to the output folder {path!r} ({existing!r} is not writable); "
+                                      f"choose another output folder ({flag}) or make this one writable")
+    found = previous_run(path, markers)
+    if not found or (resume_from is not None and _inside(resume_from, path)):
+        return
+    last = os.path.join(path, "checkpoint-last")
+    if cli:
+        fixes = (f"continue it with --resume {last}, choose another --output-dir, or pass --overwrite to move it "
+                 f"aside to {path.rstrip(os.sep)}.old-<time>")
+    else:
+        fixes = (f"continue it with resume_from={last!r}, choose another output_dir, or move it aside first "
+                 "(hf_multimix.training.move_run_aside)")
+    raise ValueError(f"the output folder {path!r} holds another run ({', '.join(found)}), which a new run would "
+                     f"overwrite; {fixes}")
+
+
+def move_run_aside(path: str) -> str | None:
+    """Renames the run folder `path` to `path.old-<YYYYmmdd-HHMMSS>` (never deleting it) and
+    returns the new name; None when `path` holds no run.
+
+    Example:
+        >>> move_run_aside("runs/x")  # doctest: +SKIP
+        'runs/x.old-20261201-174500'
+    """
+    if not previous_run(path, CLI_RUN_MARKERS):
+        return None
+    base = f"{path.rstrip(os.sep)}.old-{time.strftime('%Y%m%d-%H%M%S')}"
+    target, k = base, 1
+    while os.path.exists(target):
+        k += 1
+        target = f"{base}-{k}"
+    os.rename(path, target)
+    return target
 
 
 def check_output_dir(path: str, head: MultiMixHead, save_checkpoints: bool = True) -> None:
@@ -432,6 +515,21 @@ def _save_model(path: str, head: MultiMixHead, save_with_model: tuple[Any, ...] 
         companion.save_pretrained(path)
 
 
+def _save_best(path: str, head: MultiMixHead, record: dict[str, Any], save_with_model: tuple[Any, ...] = ()) -> None:
+    _save_model(path, head, save_with_model)
+    with open(os.path.join(path, BEST_SCORE), "w") as f:
+        json.dump({"epoch": record["epoch"], "eval_accuracy": record["eval_accuracy"]}, f)
+
+
+def _best_score(output_dir: str) -> float:
+    """The score `checkpoint-best` of `output_dir` was saved with (-1 when there is none)."""
+    try:
+        with open(os.path.join(output_dir, "checkpoint-best", BEST_SCORE)) as f:
+            return float(json.load(f)["eval_accuracy"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return -1.0
+
+
 def _save_checkpoint(path: str, head: MultiMixHead, optimizer, scheduler, epoch: int, best: float,
                      config: TrainingConfig, history: list[dict[str, Any]],
                      save_with_model: tuple[Any, ...] = ()) -> None:
@@ -444,16 +542,27 @@ def _save_checkpoint(path: str, head: MultiMixHead, optimizer, scheduler, epoch:
                   f, indent=2, default=str)
 
 
+def resume_checkpoint(path: str) -> str:
+    """The checkpoint folder `resume_from=path` continues: `path` itself, or its `.old` twin left by
+    a run killed between two renames, or the `checkpoint-last` of a run folder.
+
+    Raises:
+        FileNotFoundError: naming the folder and what to pass instead.
+    """
+    for candidate in (path, path + ".old", os.path.join(path, "checkpoint-last"),
+                      os.path.join(path, "checkpoint-last.old")):
+        if os.path.isfile(os.path.join(candidate, "trainer_state.json")):
+            return candidate
+    raise FileNotFoundError(
+        f"{path} is not a checkpoint written by hf_multimix (no trainer_state.json); pass a "
+        "'checkpoint-last' folder from an earlier run's output directory."
+    )
+
+
 def _load_checkpoint(path: str, head: MultiMixHead, optimizer, scheduler) -> tuple[int, float, list[dict[str, Any]]]:
     """Restores the weights, optimiser and schedule; returns `(epoch, best, history)`."""
+    path = resume_checkpoint(path)
     state_file = os.path.join(path, "trainer_state.json")
-    if not os.path.exists(state_file) and os.path.exists(os.path.join(path + ".old", "trainer_state.json")):
-        path, state_file = path + ".old", os.path.join(path + ".old", "trainer_state.json")  # killed mid-rename
-    if not os.path.exists(state_file):
-        raise FileNotFoundError(
-            f"{path} is not a checkpoint written by hf_multimix (no trainer_state.json); pass a "
-            "'checkpoint-last' folder from an earlier run's output directory."
-        )
     head.model.load_state_dict(load_file(os.path.join(path, "model.safetensors")))
     device = next(head.model.parameters()).device
     optimizer.load_state_dict(torch.load(os.path.join(path, "optimizer.pt"), map_location=device, weights_only=True))

@@ -191,3 +191,127 @@ def test_cli_reports_unwritable_folder_and_interrupt_in_one_line(tmp_path, capsy
     assert main(["train", *tiny, "--output-dir", str(tmp_path / "stopped")]) == 130
     err = capsys.readouterr().err.strip()
     assert err == "hf-multimix: interrupted"
+
+
+# ----------------------------------------------------------------------------- one run per folder
+
+TINY_CLI = ["--dataset", "digits", "--model", "resnet10t", "--epochs", "1", "--train-per-class", "4", "--max-eval",
+            "20", "--image-size", "16", "--batch-size", "8", "--no-progress"]
+
+
+def _snapshot(folder):
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _no_loading(monkeypatch):
+    import hf_multimix.cli as cli
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the data and model were loaded before the output folder was checked")
+
+    monkeypatch.setattr(cli, "prepare", refuse)
+
+
+def test_a_second_train_into_a_finished_run_is_refused_and_overwrite_moves_it_aside(tmp_path, capsys, monkeypatch):
+    from hf_multimix.cli import main
+
+    out = tmp_path / "run"
+    assert main(["train", *TINY_CLI, "--output-dir", str(out)]) == 0
+    before = _snapshot(out)
+    assert "checkpoint-best/model.safetensors" in before and "metrics.json" in before
+    capsys.readouterr()
+    with monkeypatch.context() as m:
+        _no_loading(m)
+        assert main(["train", *TINY_CLI, "--seed", "1", "--output-dir", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "holds another run" in err
+    assert f"--resume {out / 'checkpoint-last'}" in err and "another --output-dir" in err and "--overwrite" in err
+    assert _snapshot(out) == before  # not a byte changed
+
+    assert main(["train", *TINY_CLI, "--seed", "1", "--overwrite", "--output-dir", str(out)]) == 0
+    moved = [p for p in tmp_path.iterdir() if p.name.startswith("run.old-")]
+    assert len(moved) == 1 and _snapshot(moved[0]) == before  # the old run, whole, beside the new one
+    assert f"moved the earlier run in {out} to {moved[0]}" in capsys.readouterr().out
+    assert json.loads((out / "metrics.json").read_text())["seed"] == 1
+    assert [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [1]
+    # --overwrite is not carried by args.yaml: `--config` of the run does not move the next run aside by itself
+    with monkeypatch.context() as m:
+        _no_loading(m)
+        assert main(["train", "--config", str(out / "args.yaml"), "--output-dir", str(out)]) == 2
+    assert "holds another run" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["train", "compare"])
+@pytest.mark.parametrize("left", ["args.yaml", "checkpoint-last", "metrics.jsonl"])
+def test_a_started_run_is_refused_before_anything_loads(tmp_path, capsys, monkeypatch, command, left):
+    from hf_multimix.cli import main
+
+    _no_loading(monkeypatch)
+    out = tmp_path / "run"
+    target = out / "erm" / left if command == "compare" else out / left  # compare: a method's folder counts too
+    target.parent.mkdir(parents=True)
+    target.mkdir() if left.startswith("checkpoint") else target.write_text("x")
+    argv = [command, *TINY_CLI, "--output-dir", str(out)] + (["--methods", "erm,mixup"] if command == "compare" else [])
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "holds another run" in err and left in err
+
+
+def test_an_output_dir_that_is_a_file_is_refused_before_anything_loads(tmp_path, capsys, monkeypatch):
+    from hf_multimix.cli import main
+
+    _no_loading(monkeypatch)
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("mine")
+    for out in (blocker, blocker / "run"):
+        for command in ("train", "compare"):
+            assert main([command, *TINY_CLI, "--output-dir", str(out)]) == 2
+            err = capsys.readouterr().err.strip()
+            assert len(err.splitlines()) == 1 and "is a file" in err and "choose another output folder" in err
+    assert blocker.read_text() == "mine"
+
+
+def test_resume_with_a_missing_checkpoint_or_with_overwrite_is_refused_early(tmp_path, capsys, monkeypatch):
+    from hf_multimix.cli import main
+
+    _no_loading(monkeypatch)
+    assert main(["train", *TINY_CLI, "--output-dir", str(tmp_path / "r"), "--resume", str(tmp_path / "nope")]) == 2
+    assert "no trainer_state.json" in capsys.readouterr().err
+    assert main(["train", *TINY_CLI, "--output-dir", str(tmp_path / "r"), "--resume", str(tmp_path / "nope"),
+                 "--overwrite"]) == 2
+    assert "pass one" in capsys.readouterr().err
+
+
+def test_train_api_refuses_a_folder_holding_another_run(tmp_path):
+    out = tmp_path / "run"
+    run(out, 1)
+    data = Batches()
+    with pytest.raises(ValueError, match=r"holds another run \(metrics.jsonl, checkpoint-last, checkpoint-best\).*"
+                                         r"resume_from=.*checkpoint-last.*move_run_aside"):
+        train(tiny_head(), data.loader(), None, config(out, 2))
+    assert data.reads == 0
+    moved = training.move_run_aside(str(out))
+    assert os.path.isdir(os.path.join(moved, "checkpoint-last")) and not out.exists()
+    assert [h["epoch"] for h in run(out, 1)] == [1]
+
+
+def test_checkpoint_best_is_replaced_only_by_a_better_score(tmp_path, monkeypatch):
+    scores = iter([0.5, 0.3, 0.5, 0.7, 0.6])
+    real = training.evaluate
+
+    def scripted(*args, **kwargs):
+        return {**real(*args, **kwargs), "eval_accuracy": next(scores)}
+
+    monkeypatch.setattr(training, "evaluate", scripted)
+    saved = []
+    real_best = training._save_best
+    monkeypatch.setattr(training, "_save_best", lambda path, head, record, *a: (saved.append(record["epoch"]),
+                                                                               real_best(path, head, record, *a)))
+    history = run(tmp_path / "run", 3)
+    assert [h["best_eval_accuracy"] for h in history] == [0.5, 0.5, 0.5]
+    assert saved == [1]  # a tie (epoch 3) keeps the first
+    best = json.loads((tmp_path / "run" / "checkpoint-best" / training.BEST_SCORE).read_text())
+    assert best == {"epoch": 1, "eval_accuracy": 0.5}
+    # resumed: only 0.7 (epoch 4) beats what checkpoint-best holds
+    history = run(tmp_path / "run", 5, resume_from=str(tmp_path / "run" / "checkpoint-last"))
+    assert saved == [1, 4] and [h["best_eval_accuracy"] for h in history][-2:] == [0.7, 0.7]
