@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import sys
 import time
@@ -41,6 +42,8 @@ def _number(cast: Callable[[str], Any], ok: Callable[[Any], bool], expected: str
             value = cast(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        if isinstance(value, float) and not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
         if not ok(value):
             raise argparse.ArgumentTypeError(f"must be {bound}, got {value}")
         return value
@@ -52,6 +55,7 @@ _positive_int = _number(int, lambda v: v >= 1, "a positive integer", "a positive
 _positive_float = _number(float, lambda v: v > 0, "a number", "> 0")
 _non_negative_float = _number(float, lambda v: v >= 0, "a number >= 0", ">= 0")
 _unit_float = _number(float, lambda v: 0 <= v <= 1, "a number in [0, 1]", "in [0, 1]")
+_seed = _number(int, lambda v: 0 <= v < 2**32, "an integer", "an integer in [0, 4294967295] (NumPy's seed range)")
 _open_unit_float = _number(float, lambda v: 0 < v < 1, "a number in (0, 1)", "in (0, 1), e.g. 0.1")
 
 
@@ -73,7 +77,14 @@ def _method(text: str) -> str:
 
 
 def _methods(text: str) -> list[str]:
-    return [_method(t.strip()) for t in text.split(",") if t.strip()]
+    methods = [_method(t.strip()) for t in text.split(",") if t.strip()]
+    if not methods:
+        raise argparse.ArgumentTypeError(f"expected comma-separated methods, e.g. erm,multimix; got {text!r}")
+    twice = sorted({m for m in methods if methods.count(m) > 1})
+    if twice:
+        raise argparse.ArgumentTypeError(f"{', '.join(twice)} given twice (each method trains once, into its own "
+                                         f"folder); got {text!r}")
+    return methods
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -99,7 +110,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=_positive_int, default=5)
     p.add_argument("--batch-size", type=_positive_int, default=32)
     p.add_argument("--lr", type=_positive_float, default=None, help="default 1e-3 (images), 5e-5 (text)")
-    p.add_argument("--weight-decay", type=float, default=0.01)
+    p.add_argument("--weight-decay", type=_non_negative_float, default=0.01)
     p.add_argument("--grad-accum", type=_positive_int, default=1, help="gradient accumulation steps")
     p.add_argument("--label-smoothing", type=_unit_float, default=0.0)
     p.add_argument("--shared-lambda", action="store_true",
@@ -129,7 +140,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-every", type=_positive_int, default=1,
                    help="evaluate after every this many epochs and after the last (default 1)")
     p.add_argument("--mixed-precision", default="no", choices=["no", "fp16", "bf16"])
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--train-per-class", type=_positive_int, default=None,
                    help="cap on training examples per class (low-data runs); alone, the rest of the data is "
                         "evaluated on. Default: all (100 for the embedded demo data)")
@@ -563,7 +574,7 @@ def main(argv: list[str] | None = None) -> int:
                       f"{metrics['best_eval_accuracy']:.4f}, {metrics['train_time_s']:.1f}s -> {args.output_dir}")
             else:
                 compare(args)
-    except (ValueError, OSError, ImportError, RuntimeError) as e:
+    except (ValueError, OSError, ImportError, RuntimeError, FloatingPointError) as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         print(f"hf-multimix: error: {msg}", file=sys.stderr)
         return 2

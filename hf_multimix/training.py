@@ -109,18 +109,62 @@ class TrainingConfig:
                 "input_mix mixes every step (a baseline), other_steps only those the head does not mix. Pass one."
             )
         for name in ("epochs", "gradient_accumulation_steps", "eval_every"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}.")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}.")
-        if not 0 <= self.warmup_ratio < 1:
-            raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}.")
-        if self.mix_off_epoch is not None and (not isinstance(self.mix_off_epoch, int) or self.mix_off_epoch < 1):
-            raise ValueError(
-                f"mix_off_epoch must be a positive integer (the number of epochs that mix) or None, "
-                f"got {self.mix_off_epoch!r}."
-            )
+            setattr(self, name, _integer(name, getattr(self, name), 1))
+        for name in ("max_steps_per_epoch", "mix_off_epoch"):
+            if getattr(self, name) is not None:
+                setattr(self, name, _integer(name, getattr(self, name), 1, none_ok=True))
+        self.seed = _integer("seed", self.seed, 0, 2**32 - 1)  # NumPy's seeds are 32-bit
+        self.lr = _real("lr", self.lr, 0.0, None, "e.g. 1e-3", low_open=True)
+        self.weight_decay = _real("weight_decay", self.weight_decay, 0.0, None, "0 for none")
+        self.warmup_ratio = _real("warmup_ratio", self.warmup_ratio, 0.0, 1.0, "e.g. 0.1", high_open=True)
+        self.input_mix_alpha = _real("input_mix_alpha", self.input_mix_alpha, 0.0, None, "e.g. 1.0", low_open=True)
+        self.label_smoothing = _real("label_smoothing", self.label_smoothing, 0.0, 1.0, "e.g. 0.1", high_open=True)
+        if self.max_grad_norm is not None:
+            # a negative norm would flip the gradient (the update climbs the loss); 0 would zero it
+            self.max_grad_norm = _real("max_grad_norm", self.max_grad_norm, 0.0, None,
+                                       "e.g. 1.0, or None for no clipping", low_open=True)
+        for name in ("save_checkpoints", "progress", "eval_before_training"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}.")
+        if not isinstance(self.output_dir, (str, os.PathLike)) or not str(self.output_dir):
+            raise TypeError(f"output_dir must be a folder path (str), got {self.output_dir!r}.")
+        self.output_dir = os.fspath(self.output_dir)
+        if self.resume_from is not None:
+            if not isinstance(self.resume_from, (str, os.PathLike)):
+                raise TypeError(f"resume_from must be a checkpoint folder path or None, got {self.resume_from!r}.")
+            self.resume_from = os.fspath(self.resume_from)
+
+
+def _integer(name: str, value: Any, low: int, high: int | None = None, none_ok: bool = False) -> int:
+    """`value` as a Python int (NumPy integers accepted), refused when not an integer or out of range."""
+    import numbers
+
+    none = " or None" if none_ok else ""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer{none}, got {value!r} ({type(value).__name__}).")
+    value = int(value)
+    if value < low or (high is not None and value > high):
+        kind = "a positive integer" if (low, high) == (1, None) else (
+            f"an integer >= {low}" if high is None else f"an integer in [{low}, {high}]")
+        raise ValueError(f"{name} must be {kind}{none}, got {value}.")
+    return value
+
+
+def _real(name: str, value: Any, low: float, high: float | None, example: str, low_open: bool = False,
+          high_open: bool = False) -> float:
+    """`value` as a Python float (NumPy numbers accepted), refused when not finite or out of range."""
+    import numbers
+
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {value!r} ({type(value).__name__}).")
+    value = float(value)
+    too_low = value <= low if low_open else value < low
+    too_high = high is not None and (value >= high if high_open else value > high)
+    if not math.isfinite(value) or too_low or too_high:
+        lo = f"({low}" if low_open else f"[{low}"
+        hi = "inf)" if high is None else (f"{high})" if high_open else f"{high}]")
+        raise ValueError(f"{name} must be a finite number in {lo}, {hi}, got {value}; {example}.")
+    return value
 
 
 def _split(batch: dict[str, Any]) -> tuple[dict[str, Any], torch.Tensor]:
@@ -182,6 +226,9 @@ def train(
     """
     if not isinstance(head, MultiMixHead):
         raise TypeError(f"train() takes a MultiMixHead (wrap your model: MultiMixHead(model)), got {type(head).__name__}.")
+    _check_loader(train_loader, "train_loader")
+    if eval_loader is not None:
+        _check_loader(eval_loader, "eval_loader")
     accelerator = accelerator or Accelerator(
         mixed_precision=config.mixed_precision, gradient_accumulation_steps=config.gradient_accumulation_steps
     )
@@ -269,6 +316,9 @@ def train(
             bar.update(1)
             bar.set_postfix(loss=f"{out.loss.item():.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
         bar.close()
+        if seen == 0:
+            raise ValueError(f"train_loader yielded no batches in epoch {epoch + 1}; give it at least one batch.")
+        _check_finite_weights(plain, epoch + 1, config.output_dir if config.save_checkpoints else None)
         train_loss = accelerator.reduce(loss_sum, reduction="mean").item() / max(1, seen)
         improved = False
         record: dict[str, Any] = {
@@ -279,6 +329,11 @@ def train(
         }
         if eval_loader is not None and ((epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs):
             record.update(evaluate(head, eval_loader, accelerator, config.progress))
+            if not math.isfinite(record["eval_loss"]):
+                raise FloatingPointError(
+                    f"the eval loss is {record['eval_loss']} after epoch {epoch + 1} (non-finite logits), so the "
+                    "weights were not saved; lower the learning rate (--lr), or use bf16 instead of fp16."
+                )
             improved = record["eval_accuracy"] > best  # strictly: a tie keeps the earlier checkpoint-best
             best = max(best, record["eval_accuracy"])
             record["best_eval_accuracy"] = best
@@ -302,6 +357,32 @@ def train(
         accelerator.wait_for_everyone()
     plain.prob = mix_prob
     return history
+
+
+def _check_loader(loader: Iterable, name: str) -> None:
+    """Refuses a loader without batches: it would "train" on nothing and report a loss of 0."""
+    try:
+        batches = len(loader)  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(f"{name} must have a length (a DataLoader over a map-style dataset), got "
+                        f"{type(loader).__name__}.") from None
+    if batches == 0:
+        dataset = getattr(loader, "dataset", None)
+        size = f"{len(dataset)} example(s), " if hasattr(dataset, "__len__") else ""
+        how = (f"{size}batch_size {getattr(loader, 'batch_size', None)}, drop_last {getattr(loader, 'drop_last', None)}")
+        raise ValueError(f"{name} has no batches ({how}); give it data, a smaller batch_size, or drop_last=False.")
+
+
+def _check_finite_weights(head: MultiMixHead, epoch: int, output_dir: str | None) -> None:
+    """Stops a run whose weights became NaN or infinite, before they are evaluated or saved."""
+    bad = [n for n, p in head.model.named_parameters() if not torch.isfinite(p).all()]
+    if bad:
+        kept = f"; {output_dir}/checkpoint-last keeps the last finite epoch" if output_dir else ""
+        raise FloatingPointError(
+            f"the weights became non-finite in epoch {epoch} ({len(bad)} tensor(s), e.g. {bad[0]}), so they were "
+            f"not saved{kept}; lower the learning rate (--lr), clip the gradients (max_grad_norm), or use bf16 "
+            "instead of fp16."
+        )
 
 
 def _mix_inputs(fn, inputs: dict[str, Any], labels: torch.Tensor) -> tuple[dict[str, Any], torch.Tensor]:
