@@ -245,7 +245,9 @@ def train(
     # for each optimiser step, so this total holds for any number of processes.
     total = max(1, math.ceil(steps_per_epoch / config.gradient_accumulation_steps) * config.epochs)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(total, int(config.warmup_ratio * total)))
+    generators = _loader_generators(train_loader)
     head, optimizer, train_loader, scheduler = accelerator.prepare(head, optimizer, train_loader, scheduler)
+    generators += [g for g in _loader_generators(train_loader) if all(g is not h for h in generators)]
     if eval_loader is not None:
         eval_loader = accelerator.prepare(eval_loader)
     plain = accelerator.unwrap_model(head)
@@ -262,6 +264,7 @@ def train(
     metrics_path = os.path.join(config.output_dir, "metrics.jsonl")
     if config.resume_from:
         start_epoch, best, history = _load_checkpoint(config.resume_from, plain, optimizer, scheduler)
+        _restore_rng_state(resume_checkpoint(config.resume_from), generators, train_loader, start_epoch)
         # A run killed between writing checkpoint-best and checkpoint-last saved a best the checkpoint lacks.
         best = max(best, _best_score(config.output_dir))
         accelerator.print(f"resumed from {config.resume_from} at epoch {start_epoch}")
@@ -352,7 +355,7 @@ def train(
                 _replace_folder(
                     os.path.join(config.output_dir, "checkpoint-last"),
                     lambda tmp: _save_checkpoint(tmp, plain, optimizer, scheduler, epoch + 1, best, config, history,
-                                                 save_with_model),
+                                                 save_with_model, _rng_state(generators)),
                 )
         accelerator.wait_for_everyone()
     plain.prob = mix_prob
@@ -611,12 +614,73 @@ def _best_score(output_dir: str) -> float:
         return -1.0
 
 
+RNG_STATE = "rng_state.json"  # in checkpoint-last: the random state where the next epoch starts
+
+
+def _loader_generators(loader: Any) -> list[torch.Generator]:
+    """The `torch.Generator`s that draw `loader`'s order (its own, its sampler's), each once."""
+    found: list[torch.Generator] = []
+    batch_sampler = getattr(loader, "batch_sampler", None)
+    for owner in (loader, getattr(loader, "sampler", None), getattr(batch_sampler, "sampler", None),
+                  getattr(batch_sampler, "batch_sampler", None)):
+        g = getattr(owner, "generator", None)
+        if isinstance(g, torch.Generator) and all(g is not h for h in found):
+            found.append(g)
+    return found
+
+
+def _rng_state(generators: list[torch.Generator]) -> dict[str, Any]:
+    """Python's, NumPy's, torch's (CPU and CUDA) and the loader's random states, as JSON values."""
+    import numpy as np
+
+    version, keys, gauss = random.getstate()
+    name, mt, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "python": [version, list(keys), gauss],
+        "numpy": [name, mt.tolist(), pos, has_gauss, cached],
+        "torch": torch.get_rng_state().tolist(),
+        "cuda": [t.tolist() for t in torch.cuda.get_rng_state_all()] if torch.cuda.is_available() else [],
+        "generators": [g.get_state().tolist() for g in generators],
+    }
+
+
+def _restore_rng_state(path: str, generators: list[torch.Generator], loader: Any, epoch: int) -> None:
+    """Puts back the random states `_rng_state` saved in the checkpoint `path`, so that the resumed
+    epochs draw the data order, the mixing and the augmentations of an uninterrupted run. A
+    checkpoint written before they were saved resumes with fresh random states."""
+    import numpy as np
+
+    file = os.path.join(path, RNG_STATE)
+    if not os.path.isfile(file):
+        return
+    with open(file) as f:
+        state = json.load(f)
+    if len(state["generators"]) != len(generators):
+        raise ValueError(f"{path} was saved with {len(state['generators'])} data-loader generator(s), this run has "
+                         f"{len(generators)}; resume with a loader built as the run's was (the same shuffle and "
+                         "generator).")
+    version, keys, gauss = state["python"]
+    random.setstate((version, tuple(keys), gauss))
+    name, mt, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, np.asarray(mt, dtype=np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
+    if state["cuda"] and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all([torch.tensor(s, dtype=torch.uint8) for s in state["cuda"]])
+    for g, saved in zip(generators, state["generators"]):
+        g.set_state(torch.tensor(saved, dtype=torch.uint8))
+    if hasattr(loader, "set_epoch"):  # Accelerate's loaders count epochs for their seedable samplers
+        loader.set_epoch(epoch)
+
+
 def _save_checkpoint(path: str, head: MultiMixHead, optimizer, scheduler, epoch: int, best: float,
                      config: TrainingConfig, history: list[dict[str, Any]],
-                     save_with_model: tuple[Any, ...] = ()) -> None:
+                     save_with_model: tuple[Any, ...] = (), rng_state: dict[str, Any] | None = None) -> None:
     _save_model(path, head, save_with_model)
     torch.save(optimizer.state_dict(), os.path.join(path, "optimizer.pt"))
     torch.save(scheduler.state_dict(), os.path.join(path, "scheduler.pt"))
+    if rng_state is not None:
+        with open(os.path.join(path, RNG_STATE), "w") as f:
+            json.dump(rng_state, f)
     # Written last: a folder with trainer_state.json is a complete checkpoint.
     with open(os.path.join(path, "trainer_state.json"), "w") as f:
         json.dump({"epoch": epoch, "best_eval_accuracy": best, "config": asdict(config), "history": history},

@@ -315,3 +315,50 @@ def test_checkpoint_best_is_replaced_only_by_a_better_score(tmp_path, monkeypatc
     # resumed: only 0.7 (epoch 4) beats what checkpoint-best holds
     history = run(tmp_path / "run", 5, resume_from=str(tmp_path / "run" / "checkpoint-last"))
     assert saved == [1, 4] and [h["best_eval_accuracy"] for h in history][-2:] == [0.7, 0.7]
+
+
+# ----------------------------------------------------------------------------- resume = uninterrupted
+
+
+def _shuffled_run(out, epochs, stop_after=None, **kw):
+    """3 epochs of MultiMix on half the steps and CutMix on the others (torch, Python and NumPy draws), over a
+    shuffled loader with its own generator; with `stop_after`, interrupted once that epoch's checkpoint is whole."""
+    data = Batches()
+    g = torch.Generator().manual_seed(5)
+    loader = torch.utils.data.DataLoader(data, batch_size=2, shuffle=True, generator=g, collate_fn=lambda b: {
+        "pixel_values": torch.stack([x for x, _ in b]), "labels": torch.stack([y for _, y in b])})
+    torch.manual_seed(0)
+    head = MultiMixHead(timm.create_model("resnet10t", pretrained=False, num_classes=3), n=16, prob=0.5)
+    return train(head, loader, Batches(1).loader(), config(out, epochs, other_steps="cutmix", **kw))
+
+
+def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one_bit_for_bit(tmp_path, monkeypatch):
+    straight = _shuffled_run(tmp_path / "straight", 3)
+    real = training._replace_folder
+
+    def stop_after_first_checkpoint(path, write):
+        real(path, write)
+        if path.endswith("checkpoint-last"):
+            raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(training, "_replace_folder", stop_after_first_checkpoint)
+        with pytest.raises(KeyboardInterrupt):
+            _shuffled_run(tmp_path / "cut", 3)
+    last = tmp_path / "cut" / "checkpoint-last"
+    assert saved_epoch(last) == 1 and (last / training.RNG_STATE).is_file()
+    import shutil
+
+    shutil.copytree(tmp_path / "cut", tmp_path / "cut-without-rng")
+    resumed = _shuffled_run(tmp_path / "cut", 3, resume_from=str(last))
+    timeless = [[{k: v for k, v in h.items() if k != "epoch_time_s"} for h in run] for run in (straight, resumed)]
+    assert timeless[0] == timeless[1]  # the same losses and accuracies, epoch by epoch
+    a = load_file(str(tmp_path / "straight" / "checkpoint-last" / "model.safetensors"))
+    b = load_file(str(last / "model.safetensors"))
+    assert sorted(a) == sorted(b) and all(torch.equal(a[k], b[k]) for k in a)
+    # the control: without the saved random state the resumed epochs draw other batches and mixes
+    other = tmp_path / "cut-without-rng" / "checkpoint-last"
+    os.remove(other / training.RNG_STATE)
+    _shuffled_run(tmp_path / "cut-without-rng", 3, resume_from=str(other))
+    c = load_file(str(other / "model.safetensors"))
+    assert not all(torch.equal(a[k], c[k]) for k in a)
