@@ -505,13 +505,11 @@ def predict(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     """Accuracy, per-class accuracy, ECE and a confusion-matrix plot of a checkpoint on a labelled data set."""
-    from .data.sources import evaluation_split
-    from .inference import evaluate_classifier, plot_confusion_matrix
+    from .inference import evaluate_classifier, evaluation_inputs, plot_confusion_matrix
     from .models import find_checkpoint, load_classifier
 
     clf = load_classifier(args.checkpoint)
-    size = clf.collate.size[0] if clf.modality == "image" else None
-    part, notes = evaluation_split(args.dataset, clf.class_names, size)
+    part, notes = evaluation_inputs(args.dataset, clf)
     for note in notes:
         print(f"hf-multimix: {note}", flush=True)
     report = evaluate_classifier(clf, part.inputs, part.labels, args.batch_size)
