@@ -212,3 +212,92 @@ def test_a_diverging_cli_run_stops_with_one_line_and_saves_no_best(tmp_path):
                       "--lr", "1e30", "--output-dir", "out"], tmp_path)
     assert code == 2 and len(err.splitlines()) == 1 and "non-finite" in err and "learning rate" in err, err
     assert not (tmp_path / "out" / "checkpoint-best").exists()
+
+
+# ----------------------------------------------------------------------------- run folders
+
+from hf_multimix.training import CLI_RUN_MARKERS, check_run_folder, move_run_aside  # noqa: E402
+
+HARMLESS = st.lists(st.sampled_from(["notes.txt", "data.csv", ".DS_Store", "README.md", "plots"]), max_size=3,
+                    unique=True)
+
+
+@FUZZ
+@given(markers=st.lists(st.sampled_from(CLI_RUN_MARKERS), max_size=4, unique=True), harmless=HARMLESS,
+       nested=st.booleans())
+def test_any_trace_of_a_run_is_refused_and_nothing_else_is(markers, harmless, nested):
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / ("a/b/run" if nested else "run")
+        out.mkdir(parents=True)
+        for name in [*markers, *harmless]:
+            (out / name).mkdir() if name.startswith("checkpoint") or name == "plots" else (out / name).write_text("x")
+        before = sorted(p.name for p in out.iterdir())
+        if markers:
+            with pytest.raises(ValueError, match=r"holds another run \((.*)\).*--resume .*checkpoint-last.*another "
+                                                 r"--output-dir.*--overwrite") as info:
+                check_run_folder(str(out), markers=CLI_RUN_MARKERS, cli=True)
+            assert all(m in str(info.value) for m in markers)
+            # its own continuation is allowed, a checkpoint of another folder is not
+            check_run_folder(str(out), resume_from=str(out / "checkpoint-last"), markers=CLI_RUN_MARKERS)
+            with pytest.raises(ValueError, match="holds another run"):
+                check_run_folder(str(out), resume_from=str(Path(tmp) / "elsewhere" / "checkpoint-last"),
+                                 markers=CLI_RUN_MARKERS)
+            moved = move_run_aside(str(out))
+            assert moved is not None and sorted(p.name for p in Path(moved).iterdir()) == before
+            assert not out.exists()
+        else:
+            check_run_folder(str(out), markers=CLI_RUN_MARKERS, cli=True)
+            assert move_run_aside(str(out)) is None
+            assert sorted(p.name for p in out.iterdir()) == before
+
+
+@FUZZ
+@given(depth=st.integers(0, 2), command=st.sampled_from(["train", "compare"]))
+def test_an_output_dir_under_a_file_is_refused_at_any_depth(depth, command):
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "f").write_text("mine")
+        out = os.path.join("f", *["x"] * depth)
+        code, err = _cli([command, "--dataset", "digits", "--output-dir", out], tmp)
+        assert code == 2 and len(err.splitlines()) == 1 and "is a file" in err, err
+        assert sorted(os.listdir(tmp)) == ["f"] and (Path(tmp) / "f").read_text() == "mine"
+
+
+# ----------------------------------------------------------------------------- one reader
+
+
+@FUZZ
+@given(sep=st.sampled_from([",", ";", "\t", "|"]), bom=st.booleans(), extra=st.booleans(),
+       texts=st.lists(st.text(alphabet="abc xyz,;|\"'é", min_size=1, max_size=15).filter(str.strip), min_size=2,
+                      max_size=6))
+def test_predict_reads_each_csv_as_train_reads_it(sep, bom, extra, texts):
+    import csv as csvlib
+
+    from hf_multimix.data.files import text_csv
+    from hf_multimix.inference import csv_texts
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "d.csv"
+        with open(path, "w", newline="", encoding="utf-8-sig" if bom else "utf-8") as f:
+            writer = csvlib.writer(f, delimiter=sep)
+            writer.writerow((["id"] if extra else []) + ["text", "label"])
+            for i, t in enumerate(texts):
+                writer.writerow(([str(i)] if extra else []) + [t, ("pos", "neg")[i % 2]])
+        trained_on = text_csv(path).train.inputs
+        assert [t for _, t in csv_texts(path)] == list(trained_on) == texts
+
+
+@FUZZ
+@given(kind=st.sampled_from(["image", "text"]), given_kind=st.sampled_from(["image", "text"]),
+       n=st.integers(1, 4))
+def test_inputs_of_the_other_modality_are_refused(kind, given_kind, n):
+    from types import SimpleNamespace
+
+    from hf_multimix.inference import check_inputs_fit
+
+    clf = SimpleNamespace(modality=kind, name="m")
+    inputs = ["a text"] * n if given_kind == "text" else [np.zeros((4, 4, 3), np.uint8)] * n
+    if kind == given_kind:
+        check_inputs_fit(clf, inputs)
+    else:
+        with pytest.raises(ValueError, match=rf"'m' is a {kind} model but the input list holds {given_kind}s"):
+            check_inputs_fit(clf, inputs)
