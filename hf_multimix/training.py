@@ -704,11 +704,30 @@ def resume_checkpoint(path: str) -> str:
     )
 
 
+def _load_weights(head: MultiMixHead, saved: dict[str, torch.Tensor], path: str) -> None:
+    """Loads `saved` into the wrapped model, refusing a checkpoint of another model or class count
+    with the keys and shapes that differ (not torch's "Error(s) in loading state_dict")."""
+    own = head.model.state_dict()
+    missing, unexpected = sorted(set(own) - set(saved)), sorted(set(saved) - set(own))
+    shapes = [f"{k} {list(saved[k].shape)} in the checkpoint, {list(own[k].shape)} here"
+              for k in sorted(set(own) & set(saved)) if saved[k].shape != own[k].shape]
+    if missing or unexpected or shapes:
+        what = shapes[:2] + ([f"missing {missing[:3]}"] if missing else []) + (
+            [f"unexpected {unexpected[:3]}"] if unexpected else [])
+        # a classifier row per class: a first dimension that differs by the class count is the class count
+        counts = {len(saved[k]) for k in set(own) & set(saved)
+                  if saved[k].dim() and len(own[k]) == head.num_classes and len(saved[k]) != len(own[k])}
+        classes = f" (it predicts {counts.pop()} classes, this model {head.num_classes})" if len(counts) == 1 else ""
+        raise ValueError(f"{path} holds the weights of another model{classes}: {'; '.join(what)}; resume with the "
+                         "model and data (classes) of the run that wrote it, or start a new run")
+    head.model.load_state_dict(saved)
+
+
 def _load_checkpoint(path: str, head: MultiMixHead, optimizer, scheduler) -> tuple[int, float, list[dict[str, Any]]]:
     """Restores the weights, optimiser and schedule; returns `(epoch, best, history)`."""
     path = resume_checkpoint(path)
     state_file = os.path.join(path, "trainer_state.json")
-    head.model.load_state_dict(load_file(os.path.join(path, "model.safetensors")))
+    _load_weights(head, load_file(os.path.join(path, "model.safetensors")), path)
     device = next(head.model.parameters()).device
     optimizer.load_state_dict(torch.load(os.path.join(path, "optimizer.pt"), map_location=device, weights_only=True))
     scheduler.load_state_dict(torch.load(os.path.join(path, "scheduler.pt"), weights_only=True))

@@ -362,3 +362,13 @@ def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one_bit_for_bit
     _shuffled_run(tmp_path / "cut-without-rng", 3, resume_from=str(other))
     c = load_file(str(other / "model.safetensors"))
     assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_resuming_with_another_class_count_names_the_classes(tmp_path):
+    run(tmp_path / "run", 1)
+    torch.manual_seed(0)
+    other = MultiMixHead(timm.create_model("resnet10t", pretrained=False, num_classes=5), n=16)
+    with pytest.raises(ValueError, match=r"holds the weights of another model \(it predicts 3 classes, this model 5\): "
+                                         r"fc.bias \[3\] in the checkpoint, \[5\] here.*resume with the model and data"):
+        train(other, Batches().loader(), None, config(tmp_path / "run", 2,
+                                                       resume_from=str(tmp_path / "run" / "checkpoint-last")))
