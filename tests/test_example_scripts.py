@@ -114,8 +114,7 @@ def test_run_image_classification_with_multimix_trainer(tmp_path):
     assert json.loads((out / "config.json").read_text()).get("problem_type") is None
 
 
-def test_run_classification_with_multimix_trainer(tmp_path):
-    _one_line_change("run_classification.py")
+def _text_data_and_bert(tmp_path: Path) -> Path:
     words = ["good", "bad", "fine", "awful", "great", "poor", "nice", "sad"]
     initial = tmp_path / "bert"
     initial.mkdir()
@@ -132,11 +131,20 @@ def test_run_classification_with_multimix_trainer(tmp_path):
             writer.writerow(["sentence", "label"])
             for i in range(n):
                 writer.writerow([" ".join(rng.choice(words[i % 2::2], 5)), i % 2])
+    return initial
+
+
+def _text_args(tmp_path: Path, initial: Path, out: Path) -> list[str]:
+    return ["--model_name_or_path", str(initial), "--train_file", str(tmp_path / "train.csv"), "--validation_file",
+            str(tmp_path / "validation.csv"), "--max_seq_length", "16", "--output_dir", str(out), *COMMON]
+
+
+def test_run_classification_with_multimix_trainer(tmp_path):
+    _one_line_change("run_classification.py")
+    initial = _text_data_and_bert(tmp_path)
     out = tmp_path / "out"
 
-    mixed = _run(tmp_path, "run_classification.py", "--model_name_or_path", str(initial),
-                 "--train_file", str(tmp_path / "train.csv"), "--validation_file", str(tmp_path / "validation.csv"),
-                 "--max_seq_length", "16", "--output_dir", str(out), *COMMON)
+    mixed = _run(tmp_path, "run_classification.py", *_text_args(tmp_path, initial, out))
 
     assert mixed == 3
     metrics = json.loads((out / "eval_results.json").read_text())
@@ -183,3 +191,17 @@ def test_resuming_the_image_script_from_a_checkpoint(tmp_path):
     straight_end = load_file(straight / "model.safetensors")
     assert max((straight_end[k] - end[k]).abs().max().item() for k in end) < 1e-2
     AutoModelForImageClassification.from_pretrained(str(resumed), local_files_only=True)
+
+
+def test_resuming_the_text_script_from_a_checkpoint(tmp_path):
+    initial = _text_data_and_bert(tmp_path)
+    steps = ["--max_steps", "5", "--save_strategy", "steps", "--save_steps", "3"]
+    first = tmp_path / "first"
+    _run(tmp_path, "run_classification.py", *_text_args(tmp_path, initial, first), *steps)
+    assert (first / "checkpoint-3" / "training_args.bin").is_file() and (first / "training_args.bin").is_file()
+    resumed = tmp_path / "resumed"
+    mixed = _run(tmp_path, "run_classification.py", *_text_args(tmp_path, initial, resumed), *steps,
+                 "--resume_from_checkpoint", str(first / "checkpoint-3"))
+    assert mixed == 2
+    assert json.loads((resumed / "checkpoint-5" / "trainer_state.json").read_text())["global_step"] == 5
+    _saved_is_plain(resumed, initial, AutoModelForSequenceClassification)
