@@ -233,8 +233,9 @@ def train(
         mixed_precision=config.mixed_precision, gradient_accumulation_steps=config.gradient_accumulation_steps
     )
     set_seed(config.seed)
+    # every process checks (it writes nothing), so that none waits at a collective for a main process that refused
+    check_run_folder(config.output_dir, config.resume_from)
     if accelerator.is_main_process:
-        check_run_folder(config.output_dir, config.resume_from)
         check_output_dir(config.output_dir, head, config.save_checkpoints)
     params = [p for p in head.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)

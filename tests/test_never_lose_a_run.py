@@ -372,3 +372,19 @@ def test_resuming_with_another_class_count_names_the_classes(tmp_path):
                                          r"fc.bias \[3\] in the checkpoint, \[5\] here.*resume with the model and data"):
         train(other, Batches().loader(), None, config(tmp_path / "run", 2,
                                                        resume_from=str(tmp_path / "run" / "checkpoint-last")))
+
+
+def test_compare_overwrite_moves_the_whole_comparison_aside(tmp_path, capsys):
+    from hf_multimix.cli import build_parser, claim_output_dir
+
+    out = tmp_path / "cmp"
+    (out / "mixup" / "checkpoint-last").mkdir(parents=True)
+    (out / "compare.md").write_text("| erm |")
+    args = build_parser().parse_args(["compare", "--methods", "erm,mixup", "--output-dir", str(out)])
+    with pytest.raises(ValueError, match="holds another run"):
+        claim_output_dir(args)
+    args.overwrite = True
+    claim_output_dir(args)
+    moved = [p for p in tmp_path.iterdir() if p.name.startswith("cmp.old-")]
+    assert len(moved) == 1 and (moved[0] / "mixup" / "checkpoint-last").is_dir() and not out.exists()
+    assert "--overwrite: moved the earlier run" in capsys.readouterr().out
