@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import sys
 import time
@@ -44,6 +45,8 @@ def _number(cast: Callable[[str], Any], ok: Callable[[Any], bool], expected: str
             value = cast(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        if isinstance(value, float) and not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
         if not ok(value):
             raise argparse.ArgumentTypeError(f"must be {bound}, got {value}")
         return value
@@ -55,6 +58,7 @@ _positive_int = _number(int, lambda v: v >= 1, "a positive integer", "a positive
 _positive_float = _number(float, lambda v: v > 0, "a number", "> 0")
 _non_negative_float = _number(float, lambda v: v >= 0, "a number >= 0", ">= 0")
 _unit_float = _number(float, lambda v: 0 <= v <= 1, "a number in [0, 1]", "in [0, 1]")
+_seed = _number(int, lambda v: 0 <= v < 2**32, "an integer", "an integer in [0, 4294967295] (NumPy's seed range)")
 _open_unit_float = _number(float, lambda v: 0 < v < 1, "a number in (0, 1)", "in (0, 1), e.g. 0.1")
 
 
@@ -76,7 +80,14 @@ def _method(text: str) -> str:
 
 
 def _methods(text: str) -> list[str]:
-    return [_method(t.strip()) for t in text.split(",") if t.strip()]
+    methods = [_method(t.strip()) for t in text.split(",") if t.strip()]
+    if not methods:
+        raise argparse.ArgumentTypeError(f"expected comma-separated methods, e.g. erm,multimix; got {text!r}")
+    twice = sorted({m for m in methods if methods.count(m) > 1})
+    if twice:
+        raise argparse.ArgumentTypeError(f"{', '.join(twice)} given twice (each method trains once, into its own "
+                                         f"folder); got {text!r}")
+    return methods
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -103,7 +114,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=_positive_int, default=5)
     p.add_argument("--batch-size", type=_positive_int, default=32)
     p.add_argument("--lr", type=_positive_float, default=None, help="default 1e-3 (images), 5e-5 (text)")
-    p.add_argument("--weight-decay", type=float, default=0.01)
+    p.add_argument("--weight-decay", type=_non_negative_float, default=0.01)
     p.add_argument("--grad-accum", type=_positive_int, default=1, help="gradient accumulation steps")
     p.add_argument("--label-smoothing", type=_unit_float, default=_DEFAULTS.label_smoothing)
     p.add_argument("--shared-lambda", action="store_true",
@@ -133,7 +144,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-every", type=_positive_int, default=1,
                    help="evaluate after every this many epochs and after the last (default 1)")
     p.add_argument("--mixed-precision", default="no", choices=["no", "fp16", "bf16"])
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--train-per-class", type=_positive_int, default=None,
                    help="cap on training examples per class (low-data runs); alone, the rest of the data is "
                         "evaluated on. Default: all (100 for the embedded demo data)")
@@ -143,7 +154,12 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-length", type=_positive_int, default=64, help="max tokens for text (default 64)")
     p.add_argument("--max-steps-per-epoch", type=_positive_int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    p.add_argument("--output-dir", required=True)
+    p.add_argument("--output-dir", required=True,
+                   help="the run folder; a folder holding a run is refused (continue it with --resume, or see "
+                        "--overwrite)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="the --output-dir holds an earlier run: move it aside to <output-dir>.old-<time> (never "
+                        "deleted) and start afresh")
     p.add_argument("--config", default=None, help="a YAML file of options (e.g. a run's args.yaml); "
                                                   "options on the command line override it")
 
@@ -198,7 +214,8 @@ def _config_argv(argv: list[str], parser: argparse.ArgumentParser) -> list[str]:
     for key, value in options.items():
         dest = str(key).replace("-", "_")
         # `resume` is where an earlier run continued from, not an option to repeat; `method(s)` of the other command
-        if dest in ("command", "config", "resume") or (dest not in actions and dest in elsewhere):
+        # `overwrite` moved an earlier run aside once; repeating it from a run's args.yaml would move this one
+        if dest in ("command", "config", "resume", "overwrite") or (dest not in actions and dest in elsewhere):
             continue
         if dest not in actions or dest == "help":
             parser.error(f"--config {path!r}: unknown option {key!r}; see 'hf-multimix {argv[0]} --help'")
@@ -490,13 +507,11 @@ def predict(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     """Accuracy, per-class accuracy, ECE and a confusion-matrix plot of a checkpoint on a labelled data set."""
-    from .data.sources import evaluation_split
-    from .inference import evaluate_classifier, plot_confusion_matrix
+    from .inference import evaluate_classifier, evaluation_inputs, plot_confusion_matrix
     from .models import find_checkpoint, load_classifier
 
     clf = load_classifier(args.checkpoint)
-    size = clf.collate.size[0] if clf.modality == "image" else None
-    part, notes = evaluation_split(args.dataset, clf.class_names, size)
+    part, notes = evaluation_inputs(args.dataset, clf)
     for note in notes:
         print(f"hf-multimix: {note}", flush=True)
     report = evaluate_classifier(clf, part.inputs, part.labels, args.batch_size)
@@ -511,6 +526,27 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         print(f"  {name}: {'-' if acc is None else f'{acc:.4f}'}")
     print(f"-> {os.path.join(out, 'evaluation.json')}, {os.path.join(out, 'confusion_matrix.png')}")
     return result
+
+
+def claim_output_dir(args: argparse.Namespace) -> None:
+    """Checks the run folder of `train` / `compare` before anything loads: a file, an unwritable
+    folder, or a folder holding another run are refused with the fixes; with `--overwrite` an
+    earlier run is moved aside (never deleted)."""
+    from .training import CLI_RUN_MARKERS, check_run_folder, move_run_aside, resume_checkpoint
+
+    resume = getattr(args, "resume", None)
+    if resume is not None:
+        if args.overwrite:
+            raise ValueError("--resume continues the run in --output-dir and --overwrite moves it aside; pass one")
+        resume_checkpoint(resume)  # a missing checkpoint is an error now, not after the data loads
+    check_run_folder(args.output_dir, resume, markers=(), cli=True)  # a file, or not writable
+    if args.overwrite:
+        moved = move_run_aside(args.output_dir)
+        if moved is not None:
+            print(f"hf-multimix: --overwrite: moved the earlier run in {args.output_dir} to {moved}", flush=True)
+        return
+    for folder in [args.output_dir, *(os.path.join(args.output_dir, m) for m in getattr(args, "methods", []))]:
+        check_run_folder(folder, resume, markers=CLI_RUN_MARKERS, cli=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -528,6 +564,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "evaluate":
             evaluate(args)
         else:
+            claim_output_dir(args)
             if args.command == "train":
                 if args.noisy_labels and args.method not in MULTIMIX_METHODS:
                     raise ValueError(f"--noisy-labels is a MultiMix recipe; --method {args.method} does not use it. "
@@ -537,7 +574,7 @@ def main(argv: list[str] | None = None) -> int:
                       f"{metrics['best_eval_accuracy']:.4f}, {metrics['train_time_s']:.1f}s -> {args.output_dir}")
             else:
                 compare(args)
-    except (ValueError, OSError, ImportError, RuntimeError) as e:
+    except (ValueError, OSError, ImportError, RuntimeError, FloatingPointError) as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         print(f"hf-multimix: error: {msg}", file=sys.stderr)
         return 2

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from transformers.utils import ModelOutput
 
 from ._checks import check_targets
+from ._trainer_model import TrainerModelMixin
 from .adapters import BackboneAdapter, find_adapter, unwrap_model
 from .adapters.base import Features, head_dtype, logits_of
 from .distributed import gather_batch, is_distributed
@@ -45,7 +46,7 @@ class MultiMixOutput(ModelOutput):
     logits: Tensor | None = None
 
 
-class MultiMixHead(nn.Module):
+class MultiMixHead(TrainerModelMixin, nn.Module):
     """Trains any timm or Hugging Face classifier with (Dense) MultiMix.
 
     The options are one `MultiMixConfig` (`n`, `alpha`, `dense`, `attention`, `prob`,

@@ -14,7 +14,7 @@ import torch
 from .analysis import expected_calibration_error
 from .models import Classifier
 
-__all__ = ["read_inputs", "predict_proba", "EvaluationReport", "evaluate_classifier", "plot_confusion_matrix"]
+__all__ = ["read_inputs", "csv_texts", "check_inputs_fit", "evaluation_inputs", "predict_proba", "EvaluationReport", "evaluate_classifier", "plot_confusion_matrix"]
 
 
 def read_inputs(paths: Sequence[str | Path], modality: str, image_size: int | None = None,
@@ -44,15 +44,13 @@ def read_inputs(paths: Sequence[str | Path], modality: str, image_size: int | No
         if modality == "text":
             if path.is_dir() or path.suffix.lower() not in (".csv", ".tsv"):
                 raise ValueError(f"input {str(path)!r}: a text model classifies the 'text' column of CSV files")
-            with open(path, encoding="utf-8-sig", newline="") as f:
-                reader = csv.DictReader(f)
-                if "text" not in [c.strip() for c in reader.fieldnames or []]:
-                    raise ValueError(f"CSV file {str(path)!r} has no 'text' column; found {reader.fieldnames}")
-                reader.fieldnames = [c.strip() for c in reader.fieldnames]
-                for i, row in enumerate(reader, start=2):
-                    names.append(f"{path}:{i}")
-                    inputs.append(row.get("text") or "")
+            for line_no, text in csv_texts(path):
+                names.append(f"{path}:{line_no}")
+                inputs.append(text)
             continue
+        if path.is_file() and path.suffix.lower() in (".csv", ".tsv"):
+            raise ValueError(f"input {str(path)!r} is a CSV of texts, but the model is an image model; give image "
+                             "files or folders of images, or a text model's checkpoint")
         files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
                        and not any(part.startswith(".") for part in p.relative_to(path).parts)) \
             if path.is_dir() else [path]
@@ -74,6 +72,88 @@ def read_inputs(paths: Sequence[str | Path], modality: str, image_size: int | No
     return names, inputs, skipped
 
 
+def csv_texts(path: str | Path, text_column: str = "text", encoding: str = "utf-8-sig") -> list[tuple[int, str]]:
+    """``(line number, text)`` of each row of a CSV, read as `hf-multimix train` reads its CSVs
+    (``hf_multimix.data.text_csv``): the delimiter is the first of ``,`` ``;`` tab ``|`` whose
+    header has the column, UTF-8 with or without BOM, and every error names the file.
+
+    Raises:
+        ValueError: no such column (the columns found are listed), no rows, empty texts (the rows
+            are named), undecodable bytes or broken quoting.
+    """
+    from .data.files import _DELIMITERS, _rows
+
+    file = Path(path).expanduser()
+    try:
+        with open(file, encoding=encoding, newline="") as f:
+            header = f.readline()
+            f.seek(0)
+            delimiter = next((d for d in _DELIMITERS
+                              if text_column in {c.strip() for c in next(csv.reader([header], delimiter=d), [])}), ",")
+            reader = csv.DictReader(f, delimiter=delimiter)
+            columns = [c.strip() for c in reader.fieldnames or []]
+            if text_column not in columns:
+                raise ValueError(f"CSV file {str(file)!r} has no '{text_column}' column; found columns {columns}. "
+                                 f"Rename the header of the texts to '{text_column}'")
+            reader.fieldnames = columns
+            rows = [(line_no, row.get(text_column) or "") for line_no, row in enumerate(reader, start=2)]
+    except UnicodeDecodeError as e:
+        raise ValueError(
+            f"CSV file {str(file)!r} is not valid {encoding} ({e}); save it as UTF-8 (or pass the right encoding)"
+        ) from e
+    except csv.Error as e:
+        raise ValueError(f"CSV file {str(file)!r} cannot be parsed ({e}); check its quoting") from e
+    if not rows:
+        raise ValueError(f"CSV file {str(file)!r} has a header {columns} but no data rows")
+    empty = [n for n, text in rows if not text.strip()]
+    if empty:
+        raise ValueError(f"CSV file {str(file)!r}, {_rows(empty)}: empty '{text_column}'; fill in the text or remove "
+                         "the row")
+    return rows
+
+
+def check_inputs_fit(classifier: Classifier, inputs: Sequence[Any], where: str = "the input list") -> None:
+    """Refuses inputs of the other modality than ``classifier``'s (texts for an image model, images
+    for a text model), before any batch is built.
+
+    Raises:
+        ValueError: naming both modalities and what to pass.
+    """
+    if len(inputs) == 0:
+        raise ValueError(f"{where} holds no examples to classify")
+    first = inputs[0]
+    kind = "text" if isinstance(first, str) else "image"
+    if kind != classifier.modality:
+        fix = ("give images (files, folders, or an image data set)" if classifier.modality == "image"
+               else "give texts (a CSV with a 'text' column, or a text data set)")
+        raise ValueError(f"{classifier.name!r} is a {classifier.modality} model but {where} holds {kind}s; {fix}, or "
+                         f"use a {kind} model's checkpoint")
+
+
+def evaluation_inputs(dataset: str | Path, classifier: Classifier) -> tuple[Any, tuple[str, ...]]:
+    """What `hf-multimix evaluate` scores ``classifier`` on: the evaluation split of ``dataset``
+    (``hf_multimix.data.sources.evaluation_split``, read as `train` reads it), after checking that
+    its modality is the model's; returns the split and the loading notes.
+
+    Raises:
+        ValueError: texts for an image model or images for a text model (before the data is read
+            where the path tells: a CSV, an image folder), or classes the model was not trained on.
+    """
+    from .data.sources import evaluation_split, is_embedded
+
+    text = str(dataset).strip()
+    path = Path(text).expanduser()
+    if not is_embedded(text) and not text.lower().startswith("hf:") and path.exists():
+        kind = "text" if path.is_file() and path.suffix.lower() in (".csv", ".tsv") else (
+            "image" if path.is_dir() else None)
+        if kind is not None and kind != classifier.modality:
+            check_inputs_fit(classifier, ["" if kind == "text" else np.zeros((1, 1), np.uint8)], repr(text))
+    size = classifier.collate.size[0] if classifier.modality == "image" else None
+    part, notes = evaluation_split(dataset, classifier.class_names, size)
+    check_inputs_fit(classifier, part.inputs, repr(text))
+    return part, notes
+
+
 @torch.no_grad()
 def predict_proba(classifier: Classifier, inputs: Sequence[Any], batch_size: int = 64) -> torch.Tensor:
     """float32 ``[N, C]`` class probabilities of ``inputs`` (uint8 images ``[H, W(, 3)]`` or texts).
@@ -86,6 +166,7 @@ def predict_proba(classifier: Classifier, inputs: Sequence[Any], batch_size: int
     from .adapters.base import logits_of
     from .head import MultiMixHead
 
+    check_inputs_fit(classifier, inputs)
     key = "image" if classifier.modality == "image" else "text"
     model = MultiMixHead(classifier.model).eval()  # in eval mode exactly the model, called the same for every family
     device = next(model.parameters()).device

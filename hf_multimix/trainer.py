@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 from transformers import Trainer, TrainerCallback
+from transformers.trainer import TRAINING_ARGS_NAME
 
 from ._wrap import pop_head_options, wrap_model
 from .adapters.base import logits_of
@@ -101,6 +102,11 @@ class MultiMixTrainer(Trainer):
         return (loss, outputs) if return_outputs else loss
 
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        """Writes the plain model, the processing class and `training_args.bin`, as `Trainer._save`
+        does, on the process where `args.should_save` only (the main one, or each node's with
+        `save_on_each_node`)."""
+        if not self.args.should_save:
+            return
         output_dir = output_dir if output_dir is not None else self.args.output_dir
         os.makedirs(output_dir, exist_ok=True)
         head = self.accelerator.unwrap_model(self.model)
@@ -108,6 +114,9 @@ class MultiMixTrainer(Trainer):
                                             hasattr(head.model, "save_pretrained") else {}))
         if self.processing_class is not None:
             self.processing_class.save_pretrained(output_dir)
+        elif getattr(self.data_collator, "tokenizer", None) is not None:
+            self.data_collator.tokenizer.save_pretrained(output_dir)
+        torch.save(self.args, os.path.join(output_dir, TRAINING_ARGS_NAME))
 
 
 class MultiMixOffCallback(TrainerCallback):

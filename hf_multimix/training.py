@@ -38,6 +38,7 @@ from .head import MultiMixHead
 MIXED_PRECISION = ("no", "fp16", "bf16")
 INPUT_MIX = (None, "mixup", "cutmix")
 OTHER_STEPS = ("ce", "mixup", "cutmix")
+BEST_SCORE = "best_score.json"  # in checkpoint-best: the score it was saved with
 
 
 @dataclass
@@ -108,18 +109,62 @@ class TrainingConfig:
                 "input_mix mixes every step (a baseline), other_steps only those the head does not mix. Pass one."
             )
         for name in ("epochs", "gradient_accumulation_steps", "eval_every"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}.")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}.")
-        if not 0 <= self.warmup_ratio < 1:
-            raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}.")
-        if self.mix_off_epoch is not None and (not isinstance(self.mix_off_epoch, int) or self.mix_off_epoch < 1):
-            raise ValueError(
-                f"mix_off_epoch must be a positive integer (the number of epochs that mix) or None, "
-                f"got {self.mix_off_epoch!r}."
-            )
+            setattr(self, name, _integer(name, getattr(self, name), 1))
+        for name in ("max_steps_per_epoch", "mix_off_epoch"):
+            if getattr(self, name) is not None:
+                setattr(self, name, _integer(name, getattr(self, name), 1, none_ok=True))
+        self.seed = _integer("seed", self.seed, 0, 2**32 - 1)  # NumPy's seeds are 32-bit
+        self.lr = _real("lr", self.lr, 0.0, None, "e.g. 1e-3", low_open=True)
+        self.weight_decay = _real("weight_decay", self.weight_decay, 0.0, None, "0 for none")
+        self.warmup_ratio = _real("warmup_ratio", self.warmup_ratio, 0.0, 1.0, "e.g. 0.1", high_open=True)
+        self.input_mix_alpha = _real("input_mix_alpha", self.input_mix_alpha, 0.0, None, "e.g. 1.0", low_open=True)
+        self.label_smoothing = _real("label_smoothing", self.label_smoothing, 0.0, 1.0, "e.g. 0.1", high_open=True)
+        if self.max_grad_norm is not None:
+            # a negative norm would flip the gradient (the update climbs the loss); 0 would zero it
+            self.max_grad_norm = _real("max_grad_norm", self.max_grad_norm, 0.0, None,
+                                       "e.g. 1.0, or None for no clipping", low_open=True)
+        for name in ("save_checkpoints", "progress", "eval_before_training"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}.")
+        if not isinstance(self.output_dir, (str, os.PathLike)) or not str(self.output_dir):
+            raise TypeError(f"output_dir must be a folder path (str), got {self.output_dir!r}.")
+        self.output_dir = os.fspath(self.output_dir)
+        if self.resume_from is not None:
+            if not isinstance(self.resume_from, (str, os.PathLike)):
+                raise TypeError(f"resume_from must be a checkpoint folder path or None, got {self.resume_from!r}.")
+            self.resume_from = os.fspath(self.resume_from)
+
+
+def _integer(name: str, value: Any, low: int, high: int | None = None, none_ok: bool = False) -> int:
+    """`value` as a Python int (NumPy integers accepted), refused when not an integer or out of range."""
+    import numbers
+
+    none = " or None" if none_ok else ""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer{none}, got {value!r} ({type(value).__name__}).")
+    value = int(value)
+    if value < low or (high is not None and value > high):
+        kind = "a positive integer" if (low, high) == (1, None) else (
+            f"an integer >= {low}" if high is None else f"an integer in [{low}, {high}]")
+        raise ValueError(f"{name} must be {kind}{none}, got {value}.")
+    return value
+
+
+def _real(name: str, value: Any, low: float, high: float | None, example: str, low_open: bool = False,
+          high_open: bool = False) -> float:
+    """`value` as a Python float (NumPy numbers accepted), refused when not finite or out of range."""
+    import numbers
+
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {value!r} ({type(value).__name__}).")
+    value = float(value)
+    too_low = value <= low if low_open else value < low
+    too_high = high is not None and (value >= high if high_open else value > high)
+    if not math.isfinite(value) or too_low or too_high:
+        lo = f"({low}" if low_open else f"[{low}"
+        hi = "inf)" if high is None else (f"{high})" if high_open else f"{high}]")
+        raise ValueError(f"{name} must be a finite number in {lo}, {hi}, got {value}; {example}.")
+    return value
 
 
 def _split(batch: dict[str, Any]) -> tuple[dict[str, Any], torch.Tensor]:
@@ -181,10 +226,15 @@ def train(
     """
     if not isinstance(head, MultiMixHead):
         raise TypeError(f"train() takes a MultiMixHead (wrap your model: MultiMixHead(model)), got {type(head).__name__}.")
+    _check_loader(train_loader, "train_loader")
+    if eval_loader is not None:
+        _check_loader(eval_loader, "eval_loader")
     accelerator = accelerator or Accelerator(
         mixed_precision=config.mixed_precision, gradient_accumulation_steps=config.gradient_accumulation_steps
     )
     set_seed(config.seed)
+    # every process checks (it writes nothing), so that none waits at a collective for a main process that refused
+    check_run_folder(config.output_dir, config.resume_from)
     if accelerator.is_main_process:
         check_output_dir(config.output_dir, head, config.save_checkpoints)
     params = [p for p in head.parameters() if p.requires_grad]
@@ -196,7 +246,9 @@ def train(
     # for each optimiser step, so this total holds for any number of processes.
     total = max(1, math.ceil(steps_per_epoch / config.gradient_accumulation_steps) * config.epochs)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(total, int(config.warmup_ratio * total)))
+    generators = _loader_generators(train_loader)
     head, optimizer, train_loader, scheduler = accelerator.prepare(head, optimizer, train_loader, scheduler)
+    generators += [g for g in _loader_generators(train_loader) if all(g is not h for h in generators)]
     if eval_loader is not None:
         eval_loader = accelerator.prepare(eval_loader)
     plain = accelerator.unwrap_model(head)
@@ -213,6 +265,9 @@ def train(
     metrics_path = os.path.join(config.output_dir, "metrics.jsonl")
     if config.resume_from:
         start_epoch, best, history = _load_checkpoint(config.resume_from, plain, optimizer, scheduler)
+        _restore_rng_state(resume_checkpoint(config.resume_from), generators, train_loader, start_epoch)
+        # A run killed between writing checkpoint-best and checkpoint-last saved a best the checkpoint lacks.
+        best = max(best, _best_score(config.output_dir))
         accelerator.print(f"resumed from {config.resume_from} at epoch {start_epoch}")
         if accelerator.is_main_process:
             # The log restarts from the checkpoint's history: epochs logged after it (a run
@@ -267,7 +322,11 @@ def train(
             bar.update(1)
             bar.set_postfix(loss=f"{out.loss.item():.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
         bar.close()
+        if seen == 0:
+            raise ValueError(f"train_loader yielded no batches in epoch {epoch + 1}; give it at least one batch.")
+        _check_finite_weights(plain, epoch + 1, config.output_dir if config.save_checkpoints else None)
         train_loss = accelerator.reduce(loss_sum, reduction="mean").item() / max(1, seen)
+        improved = False
         record: dict[str, Any] = {
             "epoch": epoch + 1,
             "train_loss": train_loss,
@@ -276,6 +335,12 @@ def train(
         }
         if eval_loader is not None and ((epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs):
             record.update(evaluate(head, eval_loader, accelerator, config.progress))
+            if not math.isfinite(record["eval_loss"]):
+                raise FloatingPointError(
+                    f"the eval loss is {record['eval_loss']} after epoch {epoch + 1} (non-finite logits), so the "
+                    "weights were not saved; lower the learning rate (--lr), or use bf16 instead of fp16."
+                )
+            improved = record["eval_accuracy"] > best  # strictly: a tie keeps the earlier checkpoint-best
             best = max(best, record["eval_accuracy"])
             record["best_eval_accuracy"] = best
         history.append(record)
@@ -287,17 +352,43 @@ def train(
             with open(metrics_path, "a") as f:
                 f.write(json.dumps(record) + "\n")
             if config.save_checkpoints:
-                if record.get("eval_accuracy") == best:
+                if improved:
                     _replace_folder(os.path.join(config.output_dir, "checkpoint-best"),
-                                    lambda tmp: _save_model(tmp, plain, save_with_model))
+                                    lambda tmp: _save_best(tmp, plain, record, save_with_model))
                 _replace_folder(
                     os.path.join(config.output_dir, "checkpoint-last"),
                     lambda tmp: _save_checkpoint(tmp, plain, optimizer, scheduler, epoch + 1, best, config, history,
-                                                 save_with_model),
+                                                 save_with_model, _rng_state(generators)),
                 )
         accelerator.wait_for_everyone()
     plain.mixing_enabled = switch
     return history
+
+
+def _check_loader(loader: Iterable, name: str) -> None:
+    """Refuses a loader without batches: it would "train" on nothing and report a loss of 0."""
+    try:
+        batches = len(loader)  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(f"{name} must have a length (a DataLoader over a map-style dataset), got "
+                        f"{type(loader).__name__}.") from None
+    if batches == 0:
+        dataset = getattr(loader, "dataset", None)
+        size = f"{len(dataset)} example(s), " if hasattr(dataset, "__len__") else ""
+        how = (f"{size}batch_size {getattr(loader, 'batch_size', None)}, drop_last {getattr(loader, 'drop_last', None)}")
+        raise ValueError(f"{name} has no batches ({how}); give it data, a smaller batch_size, or drop_last=False.")
+
+
+def _check_finite_weights(head: MultiMixHead, epoch: int, output_dir: str | None) -> None:
+    """Stops a run whose weights became NaN or infinite, before they are evaluated or saved."""
+    bad = [n for n, p in head.model.named_parameters() if not torch.isfinite(p).all()]
+    if bad:
+        kept = f"; {output_dir}/checkpoint-last keeps the last finite epoch" if output_dir else ""
+        raise FloatingPointError(
+            f"the weights became non-finite in epoch {epoch} ({len(bad)} tensor(s), e.g. {bad[0]}), so they were "
+            f"not saved{kept}; lower the learning rate (--lr), clip the gradients (max_grad_norm), or use bf16 "
+            "instead of fp16."
+        )
 
 
 def _mix_inputs(fn, inputs: dict[str, Any], labels: torch.Tensor) -> tuple[dict[str, Any], torch.Tensor]:
@@ -333,6 +424,83 @@ def checkpoint_bytes(head: MultiMixHead) -> int:
     model = sum(t.numel() * t.element_size() for t in head.model.state_dict().values())
     moments = sum(2 * 4 * p.numel() for p in head.model.parameters() if p.requires_grad)
     return model + moments
+
+
+RUN_MARKERS = ("metrics.jsonl", "checkpoint-last", "checkpoint-last.old", "checkpoint-best")
+"""What `train` writes into a run folder: a folder holding one of them holds a run."""
+
+CLI_RUN_MARKERS = ("metrics.json", "args.yaml", "compare.json", "compare.md", *RUN_MARKERS)
+"""What `hf-multimix train` / `compare` write into a run folder besides `RUN_MARKERS`."""
+
+
+def previous_run(path: str, markers: tuple[str, ...] = RUN_MARKERS) -> list[str]:
+    """The entries of `markers` that `path` holds (empty: no run there, or no such folder)."""
+    return [m for m in markers if os.path.exists(os.path.join(path, m))] if os.path.isdir(path) else []
+
+
+def _inside(path: str, folder: str) -> bool:
+    path, folder = os.path.realpath(path), os.path.realpath(folder)
+    return os.path.commonpath([path, folder]) == folder
+
+
+def check_run_folder(path: str, resume_from: str | None = None, markers: tuple[str, ...] = RUN_MARKERS,
+                     cli: bool = False) -> None:
+    """Refuses, before anything loads or is written, an output folder that would mix two runs.
+
+    A folder holding a run (one of `markers`: metrics, args.yaml, checkpoints) takes only the
+    run's own continuation, `resume_from` a checkpoint inside it; a new run goes elsewhere,
+    or the old run is first moved aside with `move_run_aside` (`hf-multimix train --overwrite`).
+    A path that is a file, or under one, or in a folder that cannot be written, is refused too.
+    Nothing is created.
+
+    Raises:
+        ValueError: the folder holds another run; the message names the three fixes.
+        OSError: the path is a file or cannot be written.
+    """
+    flag = "--output-dir" if cli else "output_dir"
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise _os_error(errno.ENOTDIR, f"cannot write to the output folder {path!r} (it is a file); choose another "
+                                       f"output folder ({flag})")
+    existing = os.path.abspath(path)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise _os_error(errno.ENOTDIR, f"cannot write to the output folder {path!r} ({existing!r} is a file); "
+                                       f"choose another output folder ({flag})")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise _os_error(errno.EACCES, f"cannot write to the output folder {path!r} ({existing!r} is not writable); "
+                                      f"choose another output folder ({flag}) or make this one writable")
+    found = previous_run(path, markers)
+    if not found or (resume_from is not None and _inside(resume_from, path)):
+        return
+    last = os.path.join(path, "checkpoint-last")
+    if cli:
+        fixes = (f"continue it with --resume {last}, choose another --output-dir, or pass --overwrite to move it "
+                 f"aside to {path.rstrip(os.sep)}.old-<time>")
+    else:
+        fixes = (f"continue it with resume_from={last!r}, choose another output_dir, or move it aside first "
+                 "(hf_multimix.training.move_run_aside)")
+    raise ValueError(f"the output folder {path!r} holds another run ({', '.join(found)}), which a new run would "
+                     f"overwrite; {fixes}")
+
+
+def move_run_aside(path: str) -> str | None:
+    """Renames the run folder `path` to `path.old-<YYYYmmdd-HHMMSS>` (never deleting it) and
+    returns the new name; None when `path` holds no run.
+
+    Example:
+        >>> move_run_aside("runs/x")  # doctest: +SKIP
+        'runs/x.old-20261201-174500'
+    """
+    if not previous_run(path, CLI_RUN_MARKERS):
+        return None
+    base = f"{path.rstrip(os.sep)}.old-{time.strftime('%Y%m%d-%H%M%S')}"
+    target, k = base, 1
+    while os.path.exists(target):
+        k += 1
+        target = f"{base}-{k}"
+    os.rename(path, target)
+    return target
 
 
 def check_output_dir(path: str, head: MultiMixHead, save_checkpoints: bool = True) -> None:
@@ -437,29 +605,135 @@ def _save_model(path: str, head: MultiMixHead, save_with_model: tuple[Any, ...] 
         companion.save_pretrained(path)
 
 
+def _save_best(path: str, head: MultiMixHead, record: dict[str, Any], save_with_model: tuple[Any, ...] = ()) -> None:
+    _save_model(path, head, save_with_model)
+    with open(os.path.join(path, BEST_SCORE), "w") as f:
+        json.dump({"epoch": record["epoch"], "eval_accuracy": record["eval_accuracy"]}, f)
+
+
+def _best_score(output_dir: str) -> float:
+    """The score `checkpoint-best` of `output_dir` was saved with (-1 when there is none)."""
+    try:
+        with open(os.path.join(output_dir, "checkpoint-best", BEST_SCORE)) as f:
+            return float(json.load(f)["eval_accuracy"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return -1.0
+
+
+RNG_STATE = "rng_state.json"  # in checkpoint-last: the random state where the next epoch starts
+
+
+def _loader_generators(loader: Any) -> list[torch.Generator]:
+    """The `torch.Generator`s that draw `loader`'s order (its own, its sampler's), each once."""
+    found: list[torch.Generator] = []
+    batch_sampler = getattr(loader, "batch_sampler", None)
+    for owner in (loader, getattr(loader, "sampler", None), getattr(batch_sampler, "sampler", None),
+                  getattr(batch_sampler, "batch_sampler", None)):
+        g = getattr(owner, "generator", None)
+        if isinstance(g, torch.Generator) and all(g is not h for h in found):
+            found.append(g)
+    return found
+
+
+def _rng_state(generators: list[torch.Generator]) -> dict[str, Any]:
+    """Python's, NumPy's, torch's (CPU and CUDA) and the loader's random states, as JSON values."""
+    import numpy as np
+
+    version, keys, gauss = random.getstate()
+    name, mt, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "python": [version, list(keys), gauss],
+        "numpy": [name, mt.tolist(), pos, has_gauss, cached],
+        "torch": torch.get_rng_state().tolist(),
+        "cuda": [t.tolist() for t in torch.cuda.get_rng_state_all()] if torch.cuda.is_available() else [],
+        "generators": [g.get_state().tolist() for g in generators],
+    }
+
+
+def _restore_rng_state(path: str, generators: list[torch.Generator], loader: Any, epoch: int) -> None:
+    """Puts back the random states `_rng_state` saved in the checkpoint `path`, so that the resumed
+    epochs draw the data order, the mixing and the augmentations of an uninterrupted run. A
+    checkpoint written before they were saved resumes with fresh random states."""
+    import numpy as np
+
+    file = os.path.join(path, RNG_STATE)
+    if not os.path.isfile(file):
+        return
+    with open(file) as f:
+        state = json.load(f)
+    if len(state["generators"]) != len(generators):
+        raise ValueError(f"{path} was saved with {len(state['generators'])} data-loader generator(s), this run has "
+                         f"{len(generators)}; resume with a loader built as the run's was (the same shuffle and "
+                         "generator).")
+    version, keys, gauss = state["python"]
+    random.setstate((version, tuple(keys), gauss))
+    name, mt, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, np.asarray(mt, dtype=np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
+    if state["cuda"] and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all([torch.tensor(s, dtype=torch.uint8) for s in state["cuda"]])
+    for g, saved in zip(generators, state["generators"]):
+        g.set_state(torch.tensor(saved, dtype=torch.uint8))
+    if hasattr(loader, "set_epoch"):  # Accelerate's loaders count epochs for their seedable samplers
+        loader.set_epoch(epoch)
+
+
 def _save_checkpoint(path: str, head: MultiMixHead, optimizer, scheduler, epoch: int, best: float,
                      config: TrainingConfig, history: list[dict[str, Any]],
-                     save_with_model: tuple[Any, ...] = ()) -> None:
+                     save_with_model: tuple[Any, ...] = (), rng_state: dict[str, Any] | None = None) -> None:
     _save_model(path, head, save_with_model)
     torch.save(optimizer.state_dict(), os.path.join(path, "optimizer.pt"))
     torch.save(scheduler.state_dict(), os.path.join(path, "scheduler.pt"))
+    if rng_state is not None:
+        with open(os.path.join(path, RNG_STATE), "w") as f:
+            json.dump(rng_state, f)
     # Written last: a folder with trainer_state.json is a complete checkpoint.
     with open(os.path.join(path, "trainer_state.json"), "w") as f:
         json.dump({"epoch": epoch, "best_eval_accuracy": best, "config": asdict(config), "history": history},
                   f, indent=2, default=str)
 
 
+def resume_checkpoint(path: str) -> str:
+    """The checkpoint folder `resume_from=path` continues: `path` itself, or its `.old` twin left by
+    a run killed between two renames, or the `checkpoint-last` of a run folder.
+
+    Raises:
+        FileNotFoundError: naming the folder and what to pass instead.
+    """
+    for candidate in (path, path + ".old", os.path.join(path, "checkpoint-last"),
+                      os.path.join(path, "checkpoint-last.old")):
+        if os.path.isfile(os.path.join(candidate, "trainer_state.json")):
+            return candidate
+    raise FileNotFoundError(
+        f"{path} is not a checkpoint written by hf_multimix (no trainer_state.json); pass a "
+        "'checkpoint-last' folder from an earlier run's output directory."
+    )
+
+
+def _load_weights(head: MultiMixHead, saved: dict[str, torch.Tensor], path: str) -> None:
+    """Loads `saved` into the wrapped model, refusing a checkpoint of another model or class count
+    with the keys and shapes that differ (not torch's "Error(s) in loading state_dict")."""
+    own = head.model.state_dict()
+    missing, unexpected = sorted(set(own) - set(saved)), sorted(set(saved) - set(own))
+    shapes = [f"{k} {list(saved[k].shape)} in the checkpoint, {list(own[k].shape)} here"
+              for k in sorted(set(own) & set(saved)) if saved[k].shape != own[k].shape]
+    if missing or unexpected or shapes:
+        what = shapes[:2] + ([f"missing {missing[:3]}"] if missing else []) + (
+            [f"unexpected {unexpected[:3]}"] if unexpected else [])
+        # a classifier row per class: a first dimension that differs by the class count is the class count
+        counts = {len(saved[k]) for k in set(own) & set(saved)
+                  if saved[k].dim() and len(own[k]) == head.num_classes and len(saved[k]) != len(own[k])}
+        classes = f" (it predicts {counts.pop()} classes, this model {head.num_classes})" if len(counts) == 1 else ""
+        raise ValueError(f"{path} holds the weights of another model{classes}: {'; '.join(what)}; resume with the "
+                         "model and data (classes) of the run that wrote it, or start a new run")
+    head.model.load_state_dict(saved)
+
+
 def _load_checkpoint(path: str, head: MultiMixHead, optimizer, scheduler) -> tuple[int, float, list[dict[str, Any]]]:
     """Restores the weights, optimiser and schedule; returns `(epoch, best, history)`."""
+    path = resume_checkpoint(path)
     state_file = os.path.join(path, "trainer_state.json")
-    if not os.path.exists(state_file) and os.path.exists(os.path.join(path + ".old", "trainer_state.json")):
-        path, state_file = path + ".old", os.path.join(path + ".old", "trainer_state.json")  # killed mid-rename
-    if not os.path.exists(state_file):
-        raise FileNotFoundError(
-            f"{path} is not a checkpoint written by hf_multimix (no trainer_state.json); pass a "
-            "'checkpoint-last' folder from an earlier run's output directory."
-        )
-    head.model.load_state_dict(load_file(os.path.join(path, "model.safetensors")))
+    _load_weights(head, load_file(os.path.join(path, "model.safetensors")), path)
     device = next(head.model.parameters()).device
     optimizer.load_state_dict(torch.load(os.path.join(path, "optimizer.pt"), map_location=device, weights_only=True))
     scheduler.load_state_dict(torch.load(os.path.join(path, "scheduler.pt"), weights_only=True))

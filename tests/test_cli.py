@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from hf_multimix.cli import main
 
@@ -110,3 +111,29 @@ def test_options_reach_the_head():
     head = head_for("dense-multimix", timm.create_model("resnet10t", pretrained=False, num_classes=3), args)
     assert head.dense and head.per_position is False and head.clean_weight == 0.5 and head.attention == "cam"
     assert head.n == 64 and head.alpha == 0.3
+
+
+def test_an_interrupted_and_resumed_train_equals_an_uninterrupted_one(tmp_path, monkeypatch, capsys):
+    import hf_multimix.training as training
+    from safetensors.torch import load_file
+
+    two = [a if a != "1" else "2" for a in TINY] + ["--method", "multimix", "--n", "50", "--prob", "0.5"]
+    assert main(["train", *two, "--output-dir", str(tmp_path / "straight")]) == 0
+    real = training._replace_folder
+
+    def stop_after_first_checkpoint(path, write):
+        real(path, write)
+        if path.endswith("checkpoint-last"):
+            raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(training, "_replace_folder", stop_after_first_checkpoint)
+        assert main(["train", *two, "--output-dir", str(tmp_path / "cut")]) == 130
+    last = tmp_path / "cut" / "checkpoint-last"
+    assert f"continue with --resume {last}" in capsys.readouterr().err
+    assert main(["train", *two, "--output-dir", str(tmp_path / "cut"), "--resume", str(last)]) == 0
+    a = load_file(tmp_path / "straight" / "checkpoint-last" / "model.safetensors")
+    b = load_file(last / "model.safetensors")
+    assert sorted(a) == sorted(b) and all(torch.equal(a[k], b[k]) for k in a)  # bit for bit
+    straight, resumed = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("straight", "cut"))
+    assert [h["train_loss"] for h in straight["history"]] == [h["train_loss"] for h in resumed["history"]]

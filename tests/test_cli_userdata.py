@@ -223,7 +223,8 @@ def test_local_hugging_face_folders(tmp_path, capsys):
                  "--output-dir", str(out)]) == 0
     m = _metrics(out)
     assert m["num_classes"] == 2 and m["model"] == str(bert)
-    err = _one_line_error(capsys, ["train", "--dataset", str(csv), "--model", str(vit), "--output-dir", str(out)])
+    err = _one_line_error(capsys, ["train", "--dataset", str(csv), "--model", str(vit), "--output-dir",
+                                   str(tmp_path / "vit_on_text")])
     assert "is a image model but the data holds texts" in err
 
 

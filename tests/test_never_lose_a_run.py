@@ -191,3 +191,200 @@ def test_cli_reports_unwritable_folder_and_interrupt_in_one_line(tmp_path, capsy
     assert main(["train", *tiny, "--output-dir", str(tmp_path / "stopped")]) == 130
     err = capsys.readouterr().err.strip()
     assert err == "hf-multimix: interrupted"
+
+
+# ----------------------------------------------------------------------------- one run per folder
+
+TINY_CLI = ["--dataset", "digits", "--model", "resnet10t", "--epochs", "1", "--train-per-class", "4", "--max-eval",
+            "20", "--image-size", "16", "--batch-size", "8", "--no-progress"]
+
+
+def _snapshot(folder):
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _no_loading(monkeypatch):
+    import hf_multimix.cli as cli
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the data and model were loaded before the output folder was checked")
+
+    monkeypatch.setattr(cli, "prepare", refuse)
+
+
+def test_a_second_train_into_a_finished_run_is_refused_and_overwrite_moves_it_aside(tmp_path, capsys, monkeypatch):
+    from hf_multimix.cli import main
+
+    out = tmp_path / "run"
+    assert main(["train", *TINY_CLI, "--output-dir", str(out)]) == 0
+    before = _snapshot(out)
+    assert "checkpoint-best/model.safetensors" in before and "metrics.json" in before
+    capsys.readouterr()
+    with monkeypatch.context() as m:
+        _no_loading(m)
+        assert main(["train", *TINY_CLI, "--seed", "1", "--output-dir", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "holds another run" in err
+    assert f"--resume {out / 'checkpoint-last'}" in err and "another --output-dir" in err and "--overwrite" in err
+    assert _snapshot(out) == before  # not a byte changed
+
+    assert main(["train", *TINY_CLI, "--seed", "1", "--overwrite", "--output-dir", str(out)]) == 0
+    moved = [p for p in tmp_path.iterdir() if p.name.startswith("run.old-")]
+    assert len(moved) == 1 and _snapshot(moved[0]) == before  # the old run, whole, beside the new one
+    assert f"moved the earlier run in {out} to {moved[0]}" in capsys.readouterr().out
+    assert json.loads((out / "metrics.json").read_text())["seed"] == 1
+    assert [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [1]
+    # --overwrite is not carried by args.yaml: `--config` of the run does not move the next run aside by itself
+    with monkeypatch.context() as m:
+        _no_loading(m)
+        assert main(["train", "--config", str(out / "args.yaml"), "--output-dir", str(out)]) == 2
+    assert "holds another run" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["train", "compare"])
+@pytest.mark.parametrize("left", ["args.yaml", "checkpoint-last", "metrics.jsonl"])
+def test_a_started_run_is_refused_before_anything_loads(tmp_path, capsys, monkeypatch, command, left):
+    from hf_multimix.cli import main
+
+    _no_loading(monkeypatch)
+    out = tmp_path / "run"
+    target = out / "erm" / left if command == "compare" else out / left  # compare: a method's folder counts too
+    target.parent.mkdir(parents=True)
+    target.mkdir() if left.startswith("checkpoint") else target.write_text("x")
+    argv = [command, *TINY_CLI, "--output-dir", str(out)] + (["--methods", "erm,mixup"] if command == "compare" else [])
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "holds another run" in err and left in err
+
+
+def test_an_output_dir_that_is_a_file_is_refused_before_anything_loads(tmp_path, capsys, monkeypatch):
+    from hf_multimix.cli import main
+
+    _no_loading(monkeypatch)
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("mine")
+    for out in (blocker, blocker / "run"):
+        for command in ("train", "compare"):
+            assert main([command, *TINY_CLI, "--output-dir", str(out)]) == 2
+            err = capsys.readouterr().err.strip()
+            assert len(err.splitlines()) == 1 and "is a file" in err and "choose another output folder" in err
+    assert blocker.read_text() == "mine"
+
+
+def test_resume_with_a_missing_checkpoint_or_with_overwrite_is_refused_early(tmp_path, capsys, monkeypatch):
+    from hf_multimix.cli import main
+
+    _no_loading(monkeypatch)
+    assert main(["train", *TINY_CLI, "--output-dir", str(tmp_path / "r"), "--resume", str(tmp_path / "nope")]) == 2
+    assert "no trainer_state.json" in capsys.readouterr().err
+    assert main(["train", *TINY_CLI, "--output-dir", str(tmp_path / "r"), "--resume", str(tmp_path / "nope"),
+                 "--overwrite"]) == 2
+    assert "pass one" in capsys.readouterr().err
+
+
+def test_train_api_refuses_a_folder_holding_another_run(tmp_path):
+    out = tmp_path / "run"
+    run(out, 1)
+    data = Batches()
+    with pytest.raises(ValueError, match=r"holds another run \(metrics.jsonl, checkpoint-last, checkpoint-best\).*"
+                                         r"resume_from=.*checkpoint-last.*move_run_aside"):
+        train(tiny_head(), data.loader(), None, config(out, 2))
+    assert data.reads == 0
+    moved = training.move_run_aside(str(out))
+    assert os.path.isdir(os.path.join(moved, "checkpoint-last")) and not out.exists()
+    assert [h["epoch"] for h in run(out, 1)] == [1]
+
+
+def test_checkpoint_best_is_replaced_only_by_a_better_score(tmp_path, monkeypatch):
+    scores = iter([0.5, 0.3, 0.5, 0.7, 0.6])
+    real = training.evaluate
+
+    def scripted(*args, **kwargs):
+        return {**real(*args, **kwargs), "eval_accuracy": next(scores)}
+
+    monkeypatch.setattr(training, "evaluate", scripted)
+    saved = []
+    real_best = training._save_best
+    monkeypatch.setattr(training, "_save_best", lambda path, head, record, *a: (saved.append(record["epoch"]),
+                                                                               real_best(path, head, record, *a)))
+    history = run(tmp_path / "run", 3)
+    assert [h["best_eval_accuracy"] for h in history] == [0.5, 0.5, 0.5]
+    assert saved == [1]  # a tie (epoch 3) keeps the first
+    best = json.loads((tmp_path / "run" / "checkpoint-best" / training.BEST_SCORE).read_text())
+    assert best == {"epoch": 1, "eval_accuracy": 0.5}
+    # resumed: only 0.7 (epoch 4) beats what checkpoint-best holds
+    history = run(tmp_path / "run", 5, resume_from=str(tmp_path / "run" / "checkpoint-last"))
+    assert saved == [1, 4] and [h["best_eval_accuracy"] for h in history][-2:] == [0.7, 0.7]
+
+
+# ----------------------------------------------------------------------------- resume = uninterrupted
+
+
+def _shuffled_run(out, epochs, stop_after=None, **kw):
+    """3 epochs of MultiMix on half the steps and CutMix on the others (torch, Python and NumPy draws), over a
+    shuffled loader with its own generator; with `stop_after`, interrupted once that epoch's checkpoint is whole."""
+    data = Batches()
+    g = torch.Generator().manual_seed(5)
+    loader = torch.utils.data.DataLoader(data, batch_size=2, shuffle=True, generator=g, collate_fn=lambda b: {
+        "pixel_values": torch.stack([x for x, _ in b]), "labels": torch.stack([y for _, y in b])})
+    torch.manual_seed(0)
+    head = MultiMixHead(timm.create_model("resnet10t", pretrained=False, num_classes=3), n=16, prob=0.5)
+    return train(head, loader, Batches(1).loader(), config(out, epochs, other_steps="cutmix", **kw))
+
+
+def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one_bit_for_bit(tmp_path, monkeypatch):
+    straight = _shuffled_run(tmp_path / "straight", 3)
+    real = training._replace_folder
+
+    def stop_after_first_checkpoint(path, write):
+        real(path, write)
+        if path.endswith("checkpoint-last"):
+            raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(training, "_replace_folder", stop_after_first_checkpoint)
+        with pytest.raises(KeyboardInterrupt):
+            _shuffled_run(tmp_path / "cut", 3)
+    last = tmp_path / "cut" / "checkpoint-last"
+    assert saved_epoch(last) == 1 and (last / training.RNG_STATE).is_file()
+    import shutil
+
+    shutil.copytree(tmp_path / "cut", tmp_path / "cut-without-rng")
+    resumed = _shuffled_run(tmp_path / "cut", 3, resume_from=str(last))
+    timeless = [[{k: v for k, v in h.items() if k != "epoch_time_s"} for h in run] for run in (straight, resumed)]
+    assert timeless[0] == timeless[1]  # the same losses and accuracies, epoch by epoch
+    a = load_file(str(tmp_path / "straight" / "checkpoint-last" / "model.safetensors"))
+    b = load_file(str(last / "model.safetensors"))
+    assert sorted(a) == sorted(b) and all(torch.equal(a[k], b[k]) for k in a)
+    # the control: without the saved random state the resumed epochs draw other batches and mixes
+    other = tmp_path / "cut-without-rng" / "checkpoint-last"
+    os.remove(other / training.RNG_STATE)
+    _shuffled_run(tmp_path / "cut-without-rng", 3, resume_from=str(other))
+    c = load_file(str(other / "model.safetensors"))
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_resuming_with_another_class_count_names_the_classes(tmp_path):
+    run(tmp_path / "run", 1)
+    torch.manual_seed(0)
+    other = MultiMixHead(timm.create_model("resnet10t", pretrained=False, num_classes=5), n=16)
+    with pytest.raises(ValueError, match=r"holds the weights of another model \(it predicts 3 classes, this model 5\): "
+                                         r"fc.bias \[3\] in the checkpoint, \[5\] here.*resume with the model and data"):
+        train(other, Batches().loader(), None, config(tmp_path / "run", 2,
+                                                       resume_from=str(tmp_path / "run" / "checkpoint-last")))
+
+
+def test_compare_overwrite_moves_the_whole_comparison_aside(tmp_path, capsys):
+    from hf_multimix.cli import build_parser, claim_output_dir
+
+    out = tmp_path / "cmp"
+    (out / "mixup" / "checkpoint-last").mkdir(parents=True)
+    (out / "compare.md").write_text("| erm |")
+    args = build_parser().parse_args(["compare", "--methods", "erm,mixup", "--output-dir", str(out)])
+    with pytest.raises(ValueError, match="holds another run"):
+        claim_output_dir(args)
+    args.overwrite = True
+    claim_output_dir(args)
+    moved = [p for p in tmp_path.iterdir() if p.name.startswith("cmp.old-")]
+    assert len(moved) == 1 and (moved[0] / "mixup" / "checkpoint-last").is_dir() and not out.exists()
+    assert "--overwrite: moved the earlier run" in capsys.readouterr().out
