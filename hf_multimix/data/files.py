@@ -11,7 +11,7 @@ import numpy as np
 
 from .base import ClassificationData, Split
 
-__all__ = ["IMAGE_EXTENSIONS", "image_folder", "text_csv", "hf_dataset", "from_hf"]
+__all__ = ["IMAGE_EXTENSIONS", "ImageFiles", "HFImages", "image_folder", "text_csv", "hf_dataset", "from_hf"]
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
 """File suffixes (lower case) read as images; other files are ignored."""
@@ -29,13 +29,23 @@ def _size_pair(size: int | Sequence[int] | None) -> tuple[int, int] | None:
     return (h, w)
 
 
-def _to_uint8_array(img: Any, mode: str, size: tuple[int, int] | None, where: str) -> np.ndarray:
-    """PIL image -> uint8 ``[H, W]`` (mode "L") or ``[H, W, 3]`` (mode "RGB")."""
+_BIT_DEPTH_TOP = {"I;16": 65535.0, "I;16B": 65535.0, "I;16L": 65535.0, "I;16N": 65535.0, "I": 65535.0, "F": 1.0}
+"""Full scale of the high-depth grayscale modes: 16-bit images (Pillow's ``I;16*``, and ``I``, which is how
+16-bit PNG and TIFF files open) span 0..65535, float images (``F``) 0..1. Pixels are scaled by this bit
+depth, never by an image's own maximum, so a dark 16-bit image stays dark."""
+
+
+def to_mode(img: Any, mode: str, size: tuple[int, int] | None = None) -> Any:
+    """A decoded PIL image as 8-bit ``mode`` (``"L"`` or ``"RGB"``), optionally resized to ``(H, W)``.
+
+    16-bit and float grayscale are scaled by their bit depth (:data:`_BIT_DEPTH_TOP`), transparency is
+    flattened onto white.
+    """
     from PIL import Image
 
-    if img.mode in ("I", "I;16", "I;16B", "I;16L", "F") and mode == "L":
-        arr = np.asarray(img, dtype=np.float64)  # 16-bit / float grayscale: scale to 0..255
-        top = 65535.0 if arr.max() > 255 else 255.0
+    if img.mode in _BIT_DEPTH_TOP:
+        top = _BIT_DEPTH_TOP[img.mode]
+        arr = np.asarray(img, dtype=np.float64)
         img = Image.fromarray(np.rint(arr.clip(0, top) * (255.0 / top)).astype(np.uint8))
     elif img.mode in ("RGBA", "LA", "P", "PA") and mode == "RGB":
         img = img.convert("RGBA")
@@ -44,10 +54,62 @@ def _to_uint8_array(img: Any, mode: str, size: tuple[int, int] | None, where: st
     img = img.convert(mode)
     if size is not None and img.size != (size[1], size[0]):
         img = img.resize((size[1], size[0]), Image.Resampling.BICUBIC)
-    arr = np.asarray(img, dtype=np.uint8)
+    return img
+
+
+def _to_uint8_array(img: Any, mode: str, size: tuple[int, int] | None, where: str) -> np.ndarray:
+    """PIL image -> uint8 ``[H, W]`` (mode "L") or ``[H, W, 3]`` (mode "RGB")."""
+    arr = np.asarray(to_mode(img, mode, size), dtype=np.uint8)
     if arr.ndim not in (2, 3):
         raise ValueError(f"{where}: unexpected image array shape {arr.shape}")
     return arr
+
+
+class ImageFiles:
+    """Image files read on demand: ``files[i]`` decodes one file to uint8 ``[H, W]`` / ``[H, W, 3]``.
+
+    What an image folder becomes when it is indexed (paths and a mode only, nothing decoded), so that
+    a folder of any size costs memory for its paths alone; DataLoader workers decode the images.
+
+    Args:
+        paths: image file paths.
+        mode: ``"L"`` or ``"RGB"``: what every image is converted to.
+        size: ``(H, W)`` to resize to on decoding, or None to keep each file's size.
+
+    Example:
+        >>> files = ImageFiles(["photos/cat/1.jpg"], "RGB")       # doctest: +SKIP
+        >>> files[0].shape                                          # doctest: +SKIP
+        (300, 400, 3)
+    """
+
+    def __init__(self, paths: Sequence[str | Path], mode: str, size: tuple[int, int] | None = None) -> None:
+        if mode not in ("L", "RGB"):
+            raise ValueError(f"mode must be 'L' or 'RGB', got {mode!r}")
+        self.paths = [str(p) for p in paths]
+        self.mode, self.size = mode, size
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def image(self, i: int) -> Any:
+        """The ``i``-th file as a PIL image in ``mode`` (decoded now; raises OSError / ValueError if it cannot be)."""
+        from PIL import Image
+
+        with Image.open(self.paths[int(i)]) as img:
+            img.load()
+            return to_mode(img, self.mode, self.size)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return np.asarray(self.image(i), dtype=np.uint8)
+
+    def subset(self, indices: Sequence[int] | np.ndarray) -> "ImageFiles":
+        return ImageFiles([self.paths[int(i)] for i in indices], self.mode, self.size)
+
+    def concat(self, other: "ImageFiles") -> "ImageFiles":
+        return ImageFiles(self.paths + list(other.paths), self.mode, self.size)
+
+    def __repr__(self) -> str:
+        return f"ImageFiles({len(self)} files, mode={self.mode!r})"
 
 
 def _stack_images(arrays: list[np.ndarray], names: list[str], source: str) -> np.ndarray:
@@ -87,8 +149,8 @@ def _images_in(folder: Path) -> tuple[list[Path], list[Path]]:
 
 def _read_class_folders(
     root: Path, size: tuple[int, int] | None, mode: str | None, skip_unreadable: bool,
-    class_names: Sequence[str] | None = None,
-) -> tuple[np.ndarray, np.ndarray, tuple[str, ...], list[str], str]:
+    class_names: Sequence[str] | None = None, lazy: bool = False,
+) -> tuple[Any, np.ndarray, tuple[str, ...], list[str], str]:
     """Images and labels of ``root/<class>/*``: (images, labels, class names, notes, mode).
 
     With ``class_names`` (an evaluation folder), labels follow that list and a class folder
@@ -135,27 +197,28 @@ def _read_class_folders(
             raise ValueError(f"cannot read image {str(p)!r} ({e}); remove or replace the file") from e
         bad.append((p, e))
 
-    if mode is None:  # from the headers only: no image is held in memory at full size
-        modes = []
-        for p, _ in files:
-            try:
-                with Image.open(p) as img:
-                    modes.append(img.mode)
-            except (UnidentifiedImageError, OSError, ValueError) as e:
-                unreadable(p, e)
-        mode = "L" if all(m in _GRAY_MODES for m in modes) else "RGB"
-    failed = {p for p, _ in bad}
-    arrays, kept = [], []
+    # Headers only (Image.open reads no pixels): unreadable files are found and the mode chosen
+    # without decoding a single image.
+    kept: list[tuple[Path, int]] = []
+    modes = []
     for p, label in files:
-        if p in failed:
-            continue
         try:
             with Image.open(p) as img:
-                img.load()
-                arrays.append(_to_uint8_array(img, mode, size, str(p)))  # resized at once
+                modes.append(img.mode)
             kept.append((p, label))
         except (UnidentifiedImageError, OSError, ValueError) as e:
             unreadable(p, e)
+    if mode is None:
+        mode = "L" if all(m in _GRAY_MODES for m in modes) else "RGB"
+    if not lazy:  # decoded now, so that a file whose pixels are broken is found now too
+        arrays, decoded = [], []
+        for p, label in kept:
+            try:
+                arrays.append(ImageFiles([p], mode, size)[0])  # resized at once
+                decoded.append((p, label))
+            except (UnidentifiedImageError, OSError, ValueError) as e:
+                unreadable(p, e)
+        kept = decoded
     if bad:
         p, e = bad[0]
         notes.append(f"skipped {len(bad)} unreadable image file(s) in {str(root)!r} (e.g. {str(p)!r}: {e})")
@@ -165,8 +228,10 @@ def _read_class_folders(
                 f"class folder(s) {emptied} in {str(root)!r} have no readable image ({len(bad)} file(s) could not "
                 f"be read, e.g. {str(p)!r}: {e}); replace the files or remove the folder(s)"
             )
-    images = _stack_images(arrays, [str(p) for p, _ in kept], repr(str(root)))
     labels = np.asarray([label for _, label in kept], dtype=np.int64)
+    if lazy:
+        return ImageFiles([p for p, _ in kept], mode, size), labels, names, notes, mode
+    images = _stack_images(arrays, [str(p) for p, _ in kept], repr(str(root)))
     return images, labels, names, notes, mode
 
 
@@ -175,8 +240,9 @@ def image_folder(
     image_size: int | Sequence[int] | None = None,
     mode: Literal["RGB", "L"] | None = None,
     skip_unreadable: bool = False,
+    lazy: bool = False,
 ) -> ClassificationData:
-    """Read ``<path>/<class_name>/*.png`` (one subfolder per class) into memory.
+    """Read ``<path>/<class_name>/*.png`` (one subfolder per class) into memory, or index it (``lazy``).
 
     Classes are the subfolder names in sorted order; hidden files/folders and files whose
     suffix is not in :data:`IMAGE_EXTENSIONS` are ignored (counted in ``notes``).
@@ -189,20 +255,24 @@ def image_folder(
     Args:
         path: Root folder.
         image_size: ``H`` or ``(H, W)`` to resize every image to (bicubic). Needed when the
-            images do not all have the same size.
+            images do not all have the same size and ``lazy`` is False.
         mode: ``"L"`` (grayscale) or ``"RGB"``. None: ``"L"`` if every training image is
-            grayscale, else ``"RGB"``. Transparent images are flattened onto white.
-        skip_unreadable: Skip image files that cannot be decoded (counted in ``notes``)
+            grayscale (from the file headers), else ``"RGB"``. Transparent images are
+            flattened onto white; 16-bit images are scaled by their bit depth.
+        skip_unreadable: Skip image files that cannot be read (counted in ``notes``)
             instead of raising.
+        lazy: Index only: the inputs are an :class:`ImageFiles` (paths, nothing decoded;
+            only the headers are read), what training on a folder of any size uses.
 
     Returns:
-        Image data: uint8 ``[N, H, W]`` ("L") or ``[N, H, W, 3]`` ("RGB"), int64 labels ``[N]``;
-        ``eval`` from the evaluation folder of the split layout, else None.
+        Image data: uint8 ``[N, H, W]`` ("L") or ``[N, H, W, 3]`` ("RGB") (an :class:`ImageFiles`
+        when ``lazy``), int64 labels ``[N]``; ``eval`` from the evaluation folder of the split
+        layout, else None.
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
         ValueError: not a folder, no class subfolders, an empty class, an unreadable image
-            (unless skipped), or mixed sizes without ``image_size``.
+            (unless skipped), or mixed sizes without ``image_size`` (in memory).
     """
     root = Path(path).expanduser()
     if not root.exists():
@@ -214,11 +284,12 @@ def image_folder(
     size = _size_pair(image_size)
     layout = _split_dirs(root)
     train_dir, eval_dir = layout if layout is not None else (root, None)
-    images, labels, names, notes, mode = _read_class_folders(train_dir, size, mode, skip_unreadable)
+    images, labels, names, notes, mode = _read_class_folders(train_dir, size, mode, skip_unreadable, lazy=lazy)
     eval_split = None
     if eval_dir is not None:
-        ev_images, ev_labels, _, ev_notes, _ = _read_class_folders(eval_dir, size, mode, skip_unreadable, names)
-        if ev_images.shape[1:] != images.shape[1:]:
+        ev_images, ev_labels, _, ev_notes, _ = _read_class_folders(eval_dir, size, mode, skip_unreadable, names,
+                                                                   lazy=lazy)
+        if not lazy and ev_images.shape[1:] != images.shape[1:]:
             raise ValueError(
                 f"images in {str(eval_dir)!r} are {ev_images.shape[1:]} but those in {str(train_dir)!r} are "
                 f"{images.shape[1:]}; pass image_size=(H, W) to resize them on load"
@@ -315,6 +386,14 @@ def text_csv(
                     f"CSV file {str(file)!r} has no column(s) {absent}; found columns {columns}. "
                     f"Rename the header to '{text_column}' and '{label_column}' (or pass text_column=... / "
                     "label_column=...)"
+                )
+            wanted = {c.lower() for c in (text_column, label_column, split_column)}
+            clashes = sorted({c for c in columns if c.lower() in wanted
+                              and sum(o.lower() == c.lower() for o in columns) > 1})
+            if clashes:  # csv.DictReader would silently keep the last of them
+                raise ValueError(
+                    f"CSV file {str(file)!r} has duplicate or ambiguous column(s) {clashes} (header: {columns}); "
+                    "keep one column of each name (names are compared without case and surrounding spaces)"
                 )
             reader.fieldnames = columns
             has_split = split_column in columns
@@ -419,6 +498,66 @@ def _detect_columns(features: Any, input_column: str | None, label_column: str |
     return input_column, label_column, modality
 
 
+class _DecodeImages:
+    """``with_transform`` function of :class:`HFImages`: a batch's images as uint8 arrays in one mode."""
+
+    def __init__(self, column: str, mode: str, size: tuple[int, int] | None) -> None:
+        self.column, self.mode, self.size = column, mode, size
+
+    def __call__(self, batch: dict[str, list]) -> dict[str, list]:
+        from PIL import Image
+
+        out = []
+        for value in batch[self.column]:
+            img = value if isinstance(value, Image.Image) else Image.fromarray(np.asarray(value, dtype=np.uint8))
+            out.append(np.asarray(to_mode(img, self.mode, self.size), dtype=np.uint8))
+        return {self.column: out}
+
+
+class HFImages:
+    """The images of a Hugging Face ``datasets.Dataset`` column, decoded on demand.
+
+    The table stays Arrow-backed (memory-mapped when read from disk); ``images[i]`` decodes one
+    row through ``Dataset.with_transform`` to uint8 ``[H, W]`` / ``[H, W, 3]`` in ``mode``.
+    """
+
+    def __init__(self, dataset: Any, column: str, mode: str, size: tuple[int, int] | None = None) -> None:
+        self.raw = dataset.select_columns([column])
+        self.column, self.mode, self.size = column, mode, size
+        self.dataset = self.raw.with_transform(_DecodeImages(column, mode, size))
+
+    def __len__(self) -> int:
+        return len(self.raw)
+
+    def image(self, i: int) -> Any:
+        from PIL import Image
+
+        return Image.fromarray(self[i])
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return self.dataset[int(i)][self.column]
+
+    def subset(self, indices: Sequence[int] | np.ndarray) -> "HFImages":
+        return HFImages(self.raw.select([int(i) for i in indices]), self.column, self.mode, self.size)
+
+    def concat(self, other: "HFImages") -> "HFImages":
+        from datasets import concatenate_datasets
+
+        return HFImages(concatenate_datasets([self.raw, other.raw]), self.column, self.mode, self.size)
+
+    def __repr__(self) -> str:
+        return f"HFImages({len(self)} rows of {self.column!r}, mode={self.mode!r})"
+
+
+_MODE_SAMPLE = 256
+"""Rows of a Hugging Face image column whose mode decides ``"L"`` or ``"RGB"`` (the first ones)."""
+
+
+def _missing_texts(values: Sequence[Any]) -> list[int]:
+    """Row numbers (0-based) whose text is missing: None, or empty / only whitespace."""
+    return [i for i, t in enumerate(values) if t is None or not str(t).strip()]
+
+
 def from_hf(
     dataset: Any,
     input_column: str | None = None,
@@ -429,6 +568,7 @@ def from_hf(
     mode: Literal["RGB", "L"] | None = None,
     max_samples: int | None = None,
     name: str = "hf",
+    lazy: bool = False,
 ) -> ClassificationData:
     """Convert an in-memory ``datasets.DatasetDict`` (or a single ``Dataset``) to :class:`ClassificationData`.
 
@@ -448,6 +588,10 @@ def from_hf(
         mode: ``"RGB"`` or ``"L"`` for images; None picks ``"L"`` when every image is grayscale.
         max_samples: Keep at most this many rows of each split (the first ones).
         name: Stored as ``ClassificationData.name``.
+        lazy: Images stay in the Arrow table, decoded on demand (:class:`HFImages`, through
+            ``with_transform``); the mode comes from the first 256 rows. Texts are read as strings.
+
+    A missing text (None, empty or blank) is an error naming the rows, as in :func:`text_csv`.
 
     Returns:
         Images as uint8 ``[N, H, W]`` / ``[N, H, W, 3]`` or texts as ``list[str]``; int64 labels ``[N]``.
@@ -487,14 +631,30 @@ def from_hf(
     size = _size_pair(image_size)
     splits: dict[str, Split] = {}
     for k, d in parts.items():
-        column = d[input_column]
         if modality == "text":
+            column = list(d[input_column])
+            missing = _missing_texts(column)
+            if missing:  # the rule of the CSV reader: a missing text is an error naming the rows
+                raise ValueError(
+                    f"{name} split {k!r}, {_rows(missing)} (0-based): missing or empty {input_column!r}; fill in "
+                    f"the texts or drop those rows (dataset.filter(lambda r: r[{input_column!r}]))"
+                )
             inputs: Any = [str(t) for t in column]
+        elif lazy:
+            if mode is None:  # from the first rows: the column is not decoded as a whole
+                from PIL import Image
+
+                head = d.select_columns([input_column]).select(range(min(_MODE_SAMPLE, len(d))))
+                imgs = [im if isinstance(im, Image.Image) else Image.fromarray(np.asarray(im, dtype=np.uint8))
+                        for im in head[input_column]]
+                mode = "L" if all(im.mode in _GRAY_MODES for im in imgs) else "RGB"
+            inputs = HFImages(d, input_column, mode, size)
         else:
             from PIL import Image
 
             imgs = [
-                im if isinstance(im, Image.Image) else Image.fromarray(np.asarray(im, dtype=np.uint8)) for im in column
+                im if isinstance(im, Image.Image) else Image.fromarray(np.asarray(im, dtype=np.uint8))
+                for im in d[input_column]
             ]
             img_mode = mode or ("L" if all(im.mode in _GRAY_MODES for im in imgs) else "RGB")
             mode = img_mode  # keep train and eval consistent

@@ -23,7 +23,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .base import ClassificationData, Split, split
+from .base import ClassificationData, Split, _concat, split
 from .embedded import digits, mnist, tweets
 from .files import hf_dataset, image_folder, text_csv
 
@@ -88,6 +88,8 @@ def relabel(part: Split, names: Sequence[str], class_names: Sequence[str], where
 
 def _pooled(data: ClassificationData) -> Split:
     """Train and eval of ``data`` as one split."""
+    if data.eval is not None and hasattr(data.train.inputs, "concat"):
+        return _concat(data.train, data.eval)
     parts = [data.train] + ([data.eval] if data.eval is not None else [])
     inputs: Any
     if all(isinstance(p.inputs, np.ndarray) for p in parts) and len({p.inputs.shape[1:] for p in parts}) == 1:
