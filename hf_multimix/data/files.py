@@ -99,7 +99,9 @@ class ImageFiles:
             img.load()
             return to_mode(img, self.mode, self.size)
 
-    def __getitem__(self, i: int) -> np.ndarray:
+    def __getitem__(self, i: int | slice) -> np.ndarray | list[np.ndarray]:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
         return np.asarray(self.image(i), dtype=np.uint8)
 
     def subset(self, indices: Sequence[int] | np.ndarray) -> "ImageFiles":
@@ -534,7 +536,9 @@ class HFImages:
 
         return Image.fromarray(self[i])
 
-    def __getitem__(self, i: int) -> np.ndarray:
+    def __getitem__(self, i: int | slice) -> np.ndarray | list[np.ndarray]:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
         return self.dataset[int(i)][self.column]
 
     def subset(self, indices: Sequence[int] | np.ndarray) -> "HFImages":

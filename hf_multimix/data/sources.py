@@ -27,11 +27,16 @@ from .base import ClassificationData, Split, _concat, split
 from .embedded import digits, mnist, tweets
 from .files import hf_dataset, image_folder, text_csv
 
-__all__ = ["DEFAULT_VAL_SPLIT", "DEMO_CAPS", "evaluation_split", "is_embedded", "load_source", "load_splits", "relabel"]
+__all__ = ["DEFAULT_VAL_SPLIT", "DEMO_CAPS", "DEMO_IMAGE_SIZE", "evaluation_split", "is_embedded", "load_source", "load_splits", "relabel"]
 
 DEFAULT_VAL_SPLIT = 0.1
 """Fraction of each class held out when a source has no evaluation split (timm and the
 Hugging Face examples use 0.1 as well)."""
+
+DEMO_IMAGE_SIZE = 64
+"""Image size of runs on the embedded demo digits (28x28 MNIST, 8x8 digits), which train without
+augmentation: the README main job stays about a minute on a CPU. Other data default to the model's
+pretrained input size."""
 
 DEMO_CAPS: dict[str, int] = {"train_per_class": 100, "max_eval": 1000}
 """Size of a run on an embedded demo data set when no split option is given (about a minute on a CPU)."""
@@ -44,11 +49,12 @@ def is_embedded(name: str | Path) -> bool:
     return isinstance(name, str) and name.strip().lower() in _EMBEDDED
 
 
-def load_source(name_or_path: str | Path, image_size: int | None = None) -> ClassificationData:
+def load_source(name_or_path: str | Path, image_size: int | None = None, lazy: bool = False) -> ClassificationData:
     """One data source as loaded (own evaluation split kept, nothing held out yet).
 
-    Image folders and Hugging Face image datasets are resized to ``image_size`` on load, and
-    unreadable image files are skipped (counted in ``notes``).
+    Image folders and Hugging Face image datasets are resized to ``image_size`` when decoded, and
+    image files whose header cannot be read are skipped (counted in ``notes``). With ``lazy`` they
+    are only indexed (:class:`~hf_multimix.data.files.ImageFiles`, Arrow rows): nothing is decoded.
 
     Raises:
         ValueError: an unknown name, or bad content (the message says what to change).
@@ -60,10 +66,10 @@ def load_source(name_or_path: str | Path, image_size: int | None = None) -> Clas
     if is_embedded(text):
         return _EMBEDDED[text.lower()]()
     if text.lower().startswith("hf:"):
-        return hf_dataset(text[3:].strip(), image_size=image_size)
+        return hf_dataset(text[3:].strip(), image_size=image_size, lazy=lazy)
     path = Path(text).expanduser()
     if path.is_dir():
-        return image_folder(path, image_size=image_size, skip_unreadable=True)
+        return image_folder(path, image_size=image_size, skip_unreadable=True, lazy=lazy)
     if path.suffix.lower() in (".csv", ".tsv"):
         return text_csv(path)
     return load_data(text)  # raises the error that lists the valid choices
@@ -125,6 +131,7 @@ def load_splits(
     max_eval: int | None = None,
     seed: int = 0,
     image_size: int | None = None,
+    lazy: bool = True,
 ) -> ClassificationData:
     """The training and evaluation splits of a run.
 
@@ -138,7 +145,10 @@ def load_splits(
             evaluation split: exactly that many per class train and the rest is evaluated on.
         max_eval: Cap on evaluation examples (a random subset, drawn with ``seed``).
         seed: Seed of every random choice; the same seed gives the same splits.
-        image_size: Images are resized to this size on load (image folders, Hugging Face).
+        image_size: Images are resized to this size when decoded (image folders, Hugging Face);
+            None keeps each file's size (the model's transforms resize).
+        lazy: Image folders and Hugging Face images are indexed, not decoded (their inputs read
+            each image on demand, in the DataLoader's workers); the embedded demo data stay in memory.
 
     Returns:
         ``ClassificationData`` with ``train`` and ``eval`` set; ``notes`` says where each came from.
@@ -153,7 +163,7 @@ def load_splits(
     """
     if val_split is not None and not 0.0 < val_split < 1.0:
         raise ValueError(f"--val-split must be in (0, 1), got {val_split}; e.g. 0.1 holds out 10% of each class")
-    data = load_source(dataset, image_size)
+    data = load_source(dataset, image_size, lazy)
     notes = list(data.notes)
     if val_dataset is not None:
         if data.eval is not None:
@@ -161,7 +171,7 @@ def load_splits(
                 f"{str(dataset)!r} has its own evaluation split; drop --val-dataset or point --dataset at the "
                 "training part only"
             )
-        extra = load_source(val_dataset, image_size)
+        extra = load_source(val_dataset, image_size, lazy)
         if extra.modality != data.modality:
             raise ValueError(f"--val-dataset {str(val_dataset)!r} holds {extra.modality} but --dataset holds "
                              f"{data.modality}; give data of the same kind")

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+import warnings
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -11,23 +12,88 @@ from torch.utils.data import Dataset
 
 from .base import ClassificationData, Split
 
-__all__ = ["ImageDataset", "TextDataset", "torch_dataset", "ImageCollator", "TextCollator"]
+__all__ = ["ImageDataset", "TextDataset", "torch_dataset", "ImageCollator", "TextCollator", "SkipCounter",
+           "collate_pixels", "default_workers", "fit_max_length"]
+
+
+class SkipCounter:
+    """How many examples failed to decode, counted across DataLoader worker processes.
+
+    A ``multiprocessing.Value`` that the workers inherit, so the main process reads the total.
+    """
+
+    def __init__(self) -> None:
+        import multiprocessing
+
+        self._value = multiprocessing.Value("q", 0)
+        self._first: str | None = None  # the first failure seen in this process
+
+    def add(self, where: str, error: Exception) -> None:
+        with self._value.get_lock():
+            self._value.value += 1
+            first = self._value.value == 1
+        if first or self._first is None:
+            self._first = f"{where}: {error}"
+            warnings.warn(f"skipped an unreadable example ({where}: {error}); training goes on, the count is "
+                          "reported in metrics.json (skipped_files)", RuntimeWarning, stacklevel=2)
+
+    @property
+    def value(self) -> int:
+        return int(self._value.value)
+
+    def __getstate__(self) -> dict[str, Any]:  # workers started by pickling (spawn) share the same Value
+        return {"_value": self._value, "_first": None}
 
 
 class ImageDataset(Dataset):
-    """Items ``{"image": uint8 ndarray [H, W] or [H, W, C], "label": int}`` of an image split."""
+    """Items of an image split: ``{"image": uint8 [H, W] or [H, W, C], "label": int}``, or with a
+    ``transform`` (a torchvision / timm transform of a PIL RGB image) ``{"pixel_values": float [3, H, W],
+    "label": int}``.
 
-    def __init__(self, split: Split) -> None:
+    Images read on demand (:class:`~hf_multimix.data.files.ImageFiles`) are decoded here, in the
+    DataLoader's workers. An example that fails to decode is skipped: the item is None (the
+    collators drop it) and :attr:`skipped` counts it over all workers.
+    """
+
+    def __init__(self, split: Split, transform: Callable[[Any], torch.Tensor] | None = None) -> None:
         x = split.inputs
-        if not isinstance(x, np.ndarray) or x.dtype != np.uint8 or x.ndim not in (3, 4):
-            raise ValueError("ImageDataset needs uint8 images [N, H, W] or [N, H, W, C]; is this text data?")
-        self.split = split
+        in_memory = isinstance(x, np.ndarray) and x.dtype == np.uint8 and x.ndim in (3, 4)
+        if not in_memory and not hasattr(x, "image"):
+            raise ValueError("ImageDataset needs uint8 images [N, H, W] or [N, H, W, C] (or ImageFiles); "
+                             "is this text data?")
+        self.split, self.transform = split, transform
+        self.skipped = SkipCounter()
 
     def __len__(self) -> int:
         return len(self.split)
 
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        return {"image": self.split.inputs[i], "label": int(self.split.labels[i])}
+    def __getitem__(self, i: int) -> dict[str, Any] | None:
+        inputs, label = self.split.inputs, int(self.split.labels[i])
+        try:
+            image = inputs[i]
+        except Exception as e:  # noqa: BLE001 - any decoding error of one file must not end a long run
+            self.skipped.add(inputs.paths[i] if hasattr(inputs, "paths") else f"example {i}", e)
+            return None
+        if self.transform is None:
+            return {"image": image, "label": label}
+        from PIL import Image
+
+        pil = Image.fromarray(image)
+        return {"pixel_values": self.transform(pil if pil.mode == "RGB" else pil.convert("RGB")), "label": label}
+
+
+def collate_pixels(items: Sequence[dict[str, Any] | None]) -> dict[str, torch.Tensor] | None:
+    """Stack transformed images (``ImageDataset`` with a ``transform``); skipped (None) items are dropped.
+
+    Returns:
+        ``{"pixel_values": float32 [B, 3, H, W], "labels": int64 [B]}``, or None when every item of the
+        batch was skipped (the training loop passes over it).
+    """
+    kept = [it for it in items if it is not None]
+    if not kept:
+        return None
+    return {"pixel_values": torch.stack([it["pixel_values"] for it in kept]),
+            "labels": torch.tensor([int(it["label"]) for it in kept], dtype=torch.int64)}
 
 
 class TextDataset(Dataset):
@@ -45,14 +111,16 @@ class TextDataset(Dataset):
         return {"text": str(self.split.inputs[i]), "label": int(self.split.labels[i])}
 
 
-def torch_dataset(data: ClassificationData, which: str = "train") -> ImageDataset | TextDataset:
-    """The ``train`` or ``eval`` split of ``data`` as an :class:`ImageDataset` or :class:`TextDataset`."""
+def torch_dataset(data: ClassificationData, which: str = "train",
+                  transform: Callable[[Any], torch.Tensor] | None = None) -> ImageDataset | TextDataset:
+    """The ``train`` or ``eval`` split of ``data`` as an :class:`ImageDataset` (with ``transform``, if
+    given) or :class:`TextDataset`."""
     if which not in ("train", "eval"):
         raise ValueError(f"which must be 'train' or 'eval', got {which!r}")
     part = getattr(data, which)
     if part is None:
         raise ValueError(f"{data.name!r} has no eval split; make one with hf_multimix.data.split(data, ...)")
-    return ImageDataset(part) if data.modality == "image" else TextDataset(part)
+    return ImageDataset(part, transform) if data.modality == "image" else TextDataset(part)
 
 
 class ImageCollator:
@@ -115,9 +183,12 @@ class ImageCollator:
             x = x[:3]
         return x
 
-    def __call__(self, items: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    def __call__(self, items: Sequence[dict[str, Any] | None]) -> dict[str, torch.Tensor] | None:
         if not items:
             raise ValueError("empty batch")
+        items = [it for it in items if it is not None]  # examples that failed to decode
+        if not items:
+            return None
         tensors = [self._to_tensor(it["image"]) for it in items]
         if len({t.shape for t in tensors}) == 1:
             x = torch.stack(tensors)
@@ -180,3 +251,35 @@ class TextCollator:
             "attention_mask": enc["attention_mask"].long(),
             "labels": torch.tensor([int(it["label"]) for it in items], dtype=torch.int64),
         }
+
+
+def default_workers() -> int:
+    """DataLoader workers by default: one core left to the training process, at most 8 (timm's
+    train.py defaults to 4; more rarely helps one GPU). 0 (decode in the main process) on one core."""
+    import os
+
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(0, min(8, cores - 1))
+
+
+def fit_max_length(tokenizer: Any, texts: Sequence[str], cap: int, percentile: float = 99.0,
+                   sample: int = 2000, seed: int = 0) -> int:
+    """Tokens per text that fit the data: the ``percentile`` of token lengths (special tokens included)
+    over a random ``sample`` of ``texts``, rounded up to a multiple of 8, at most ``cap`` (the model's
+    positions) and at least 8.
+
+    Example:
+        >>> fit_max_length(tokenizer, ["a short text", "another one"], cap=512)   # doctest: +SKIP
+        8
+    """
+    if not len(texts):
+        return min(cap, 8)
+    rng = np.random.default_rng(seed)
+    idx = rng.choice(len(texts), min(sample, len(texts)), replace=False)
+    lengths = [len(ids) for ids in tokenizer([str(texts[int(i)]) for i in idx], truncation=True,
+                                              max_length=cap)["input_ids"]]
+    fit = int(np.ceil(np.percentile(lengths, percentile) / 8.0) * 8)
+    return int(max(min(8, cap), min(cap, fit)))
