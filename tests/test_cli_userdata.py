@@ -34,7 +34,8 @@ def test_image_folder_with_no_options_then_predict_and_evaluate(tmp_path, capsys
     (tmp_path / "faces" / "face" / "README.txt").write_text("not an image")  # ignored, counted in the log
     (tmp_path / "faces" / "not_face" / "cut.jpg").write_bytes(b"\xff\xd8 truncated")  # skipped, counted
     out = tmp_path / "run"
-    assert main(["train", "--dataset", str(tmp_path / "faces"), "--output-dir", str(out)]) == 0
+    # no options but --epochs 1: the defaults are the model's own (224 px, timm's augmentation)
+    assert main(["train", "--dataset", str(tmp_path / "faces"), "--output-dir", str(out), "--epochs", "1"]) == 0
     m = _metrics(out)
     assert m["train_examples"] + m["eval_examples"] == total == 20  # every example used
     assert m["eval_examples"] == 2  # 10% of each class held out
@@ -44,7 +45,7 @@ def test_image_folder_with_no_options_then_predict_and_evaluate(tmp_path, capsys
     assert m["args"]["dataset"] == str(tmp_path / "faces") and m["args"]["lr"] == 1e-3
     assert yaml.safe_load((out / "args.yaml").read_text())["dataset"] == str(tmp_path / "faces")
     config = json.loads((out / "checkpoint-best" / "config.json").read_text())
-    assert config["label_names"] == ["face", "not_face"] and config["pretrained_cfg"]["input_size"] == [3, 64, 64]
+    assert config["label_names"] == ["face", "not_face"] and config["pretrained_cfg"]["input_size"] == [3, 224, 224]
     log = capsys.readouterr().out
     assert "ignored 1 entr(ies)" in log and "skipped 1 unreadable image file(s)" in log and "cut.jpg" in log
 
