@@ -144,6 +144,9 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=_number(int, lambda v: v >= 0, "an integer >= 0", ">= 0"), default=None,
                    help="DataLoader worker processes that decode and transform the data (default: the CPU count "
                         "minus one, at most 8; 0 decodes in the training process)")
+    p.add_argument("--streaming", action="store_true",
+                   help="hf: data sets: read the splits as streams (datasets.IterableDataset), for data too large "
+                        "to hold or download first; needs the data set's own validation/test split")
     p.add_argument("--aa", default=None,
                    help="images: auto-augment policy as timm's train.py, e.g. rand-m9-mstd0.5 (default: none)")
     p.add_argument("--color-jitter", type=_non_negative_float, default=0.4,
@@ -255,8 +258,13 @@ def prepare(args: argparse.Namespace, method: str = "erm") -> Prepared:
             raise ValueError(f"--other-steps {other} trains the steps that do not mix at the last layer; with --prob "
                              f"{args.prob:g} there are none. Pass --prob between 0 and 1, e.g. --prob 0.5.")
     # indexed, not decoded: the DataLoader's workers decode and transform each image
+    streaming = getattr(args, "streaming", False)
+    if streaming and getattr(args, "label_noise", 0.0):
+        raise ValueError("--label-noise flips labels of a split held in memory; a stream (--streaming) has none: "
+                         "drop one of them")
     data = load_splits(args.dataset, val_dataset=args.val_dataset, val_split=args.val_split,
-                       train_per_class=args.train_per_class, max_eval=args.max_eval, seed=args.seed)
+                       train_per_class=args.train_per_class, max_eval=args.max_eval, seed=args.seed,
+                       streaming=streaming)
     if method in ("mixup", "cutmix") and data.modality != "image":
         raise ValueError(f"--method {method} mixes input images; {args.dataset!r} is text. Use manifold-mixup or multimix.")
     if other != "ce" and data.modality != "image":
@@ -273,7 +281,8 @@ def prepare(args: argparse.Namespace, method: str = "erm") -> Prepared:
                             max_length=getattr(args, "max_length", None))
     notes = list(data.notes)
     if data.modality == "text" and getattr(args, "max_length", None) is None:
-        notes.append(f"--max-length {fit_text_length(clf, data.train.inputs)} (the 99th percentile of the training "
+        texts = data.train.head(2000) if streaming else data.train.inputs
+        notes.append(f"--max-length {fit_text_length(clf, texts)} (the 99th percentile of the training "
                      "texts' token lengths)")
     augmentation = None
     if data.modality == "image":

@@ -491,7 +491,9 @@ def make_loaders(data: Any, classifier: Any, batch_size: int, workers: int | Non
     common = dict(collate_fn=collate, num_workers=workers, pin_memory=torch.cuda.is_available(),
                   persistent_workers=workers > 0)
     g = torch.Generator().manual_seed(seed)
-    train_loader = torch.utils.data.DataLoader(datasets[0], batch_size=batch_size, shuffle=True, generator=g,
+    stream = isinstance(datasets[0], torch.utils.data.IterableDataset)  # shuffled by its own buffer
+    train_loader = torch.utils.data.DataLoader(datasets[0], batch_size=batch_size, shuffle=not stream,
+                                               generator=None if stream else g,
                                                drop_last=len(datasets[0]) > batch_size, **common)
     eval_loader = torch.utils.data.DataLoader(datasets[1], batch_size=max(64, batch_size), **common)
     return train_loader, eval_loader

@@ -211,3 +211,56 @@ def test_cli_trains_on_a_folder_with_a_corrupt_file_and_workers(tmp_path):
     assert m["skipped_files"] in (2, 3)
     assert m["args"]["workers"] == 2 and m["args"]["aa"] == "rand-m9-mstd0.5"
     assert any("images at 16 px, training with the model's augmentation" in n for n in m["data_notes"])
+
+
+def test_streaming_hf_data_trains_from_iterable_splits(tmp_path):
+    from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
+
+    from hf_multimix.cli import main
+    from hf_multimix.data import StreamingDataset, StreamingSplit
+
+    DatasetDict({"train": _tiny_image_dataset(12), "test": _tiny_image_dataset(4)}).save_to_disk(tmp_path / "hf")
+    data = load_splits(f"hf:{tmp_path / 'hf'}", streaming=True)
+    assert isinstance(data.train, StreamingSplit) and (len(data.train), len(data.eval)) == (12, 4)
+    assert data.class_names == ("l", "t")
+    stream = torch_dataset(data, "train", image_transform(TINY_CFG, is_training=True))
+    assert isinstance(stream, StreamingDataset)
+    items = list(stream)
+    assert len(items) == 12 and sorted(it["label"] for it in items) == [0] * 6 + [1] * 6
+    assert items[0]["pixel_values"].shape == (3, 16, 16)
+    with pytest.raises(ValueError, match="--streaming .* cannot be split or capped per class; drop --val-split"):
+        load_splits(f"hf:{tmp_path / 'hf'}", streaming=True, val_split=0.2)
+    DatasetDict({"train": _tiny_image_dataset(6)}).save_to_disk(tmp_path / "no_eval")
+    with pytest.raises(ValueError, match="streaming needs one"):
+        load_splits(f"hf:{tmp_path / 'no_eval'}", streaming=True)
+
+    out = tmp_path / "run"
+    assert main(["train", "--dataset", f"hf:{tmp_path / 'hf'}", "--streaming", "--output-dir", str(out),
+                 "--model", "resnet10t", "--image-size", "16", "--epochs", "1", "--batch-size", "4",
+                 "--workers", "2", "--no-progress", "--method", "erm"]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert (m["train_examples"], m["eval_examples"], m["skipped_files"]) == (12, 4, 0)
+
+    # text: a missing text in a stream cannot be refused up front, so it is skipped and counted
+    feats = Features({"text": Value("string"), "label": ClassLabel(names=["a", "b"])})
+    texts = Dataset.from_dict({"text": ["goal match", None, "oil price", "team win"], "label": [0, 0, 1, 1]},
+                              features=feats)
+    DatasetDict({"train": texts, "validation": texts}).save_to_disk(tmp_path / "txt")
+    tdata = load_splits(f"hf:{tmp_path / 'txt'}", streaming=True)
+    tstream = torch_dataset(tdata, "eval")
+    assert [it["text"] for it in tstream] == ["goal match", "oil price", "team win"] and tstream.skipped.value == 1
+
+
+def test_pipeline_benchmark_table_is_generated_from_its_record():
+    import importlib.util
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("bench_pipeline", root / "bench" / "pipeline.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    record = json.loads((root / "bench" / "results" / "pipeline.json").read_text())
+    page = (root / "docs" / "benchmarks.md").read_text()
+    section = page.split(bench.BEGIN, 1)[1].split(bench.END, 1)[0].strip()
+    assert section == bench.render(record).strip(), "run: python bench/pipeline.py --from-json " \
+        "bench/results/pipeline.json --write-docs docs/benchmarks.md"

@@ -18,12 +18,23 @@ from typing import Any, Callable
 
 from .base import ClassificationData, Split, flip_labels, split
 from .embedded import TWEETS_CLASS_NAMES, digits, mnist, tweets, tweets_csv_path
-from .files import IMAGE_EXTENSIONS, HFImages, ImageFiles, from_hf, hf_dataset, image_folder, text_csv
+from .files import (
+    IMAGE_EXTENSIONS,
+    HFImages,
+    ImageFiles,
+    StreamingSplit,
+    from_hf,
+    hf_dataset,
+    image_folder,
+    streaming_from_hf,
+    text_csv,
+)
 from .sources import DEFAULT_VAL_SPLIT, DEMO_CAPS, DEMO_IMAGE_SIZE, load_source, load_splits
 from .torch_data import (
     ImageCollator,
     ImageDataset,
     SkipCounter,
+    StreamingDataset,
     TextCollator,
     TextDataset,
     collate_pixels,
@@ -59,6 +70,9 @@ __all__ = [
     "HFImages",
     "ImageDataset",
     "SkipCounter",
+    "StreamingSplit",
+    "StreamingDataset",
+    "streaming_from_hf",
     "collate_pixels",
     "default_workers",
     "fit_max_length",

@@ -85,7 +85,7 @@ class ClassificationData:
             raise ValueError(f"modality must be 'image' or 'text', got {self.modality!r}")
         object.__setattr__(self, "class_names", tuple(str(c) for c in self.class_names))
         for part_name, part in (("train", self.train), ("eval", self.eval)):
-            if part is None or len(part) == 0:
+            if part is None or not hasattr(part, "labels") or len(part) == 0:  # a stream: labels read as it goes
                 continue
             lo, hi = int(part.labels.min()), int(part.labels.max())
             if lo < 0 or hi >= self.num_classes:

@@ -11,7 +11,7 @@ import numpy as np
 
 from .base import ClassificationData, Split
 
-__all__ = ["IMAGE_EXTENSIONS", "ImageFiles", "HFImages", "image_folder", "text_csv", "hf_dataset", "from_hf"]
+__all__ = ["IMAGE_EXTENSIONS", "ImageFiles", "HFImages", "StreamingSplit", "streaming_from_hf", "image_folder", "text_csv", "hf_dataset", "from_hf"]
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
 """File suffixes (lower case) read as images; other files are ignored."""
@@ -668,6 +668,99 @@ def from_hf(
     return ClassificationData(name, modality, class_names, splits["train"], splits.get("eval"))
 
 
+class StreamingSplit:
+    """A split read as a stream: a ``datasets.IterableDataset``, never held in memory or indexed.
+
+    Attributes:
+        dataset: the ``datasets.IterableDataset`` (its rows as the Hub or the files give them).
+        input_column / label_column: the columns read.
+        modality: ``"image"`` or ``"text"``.
+        num_examples: rows in the split (from the data set's info; the loop's steps per epoch).
+        mode: images: ``"L"`` or ``"RGB"``.
+    """
+
+    def __init__(self, dataset: Any, input_column: str, label_column: str, modality: str, num_examples: int,
+                 mode: str | None = None, to_id: dict[Any, int] | None = None) -> None:
+        self.dataset, self.input_column, self.label_column = dataset, input_column, label_column
+        self.modality, self.num_examples, self.mode, self.to_id = modality, int(num_examples), mode, to_id
+
+    def __len__(self) -> int:
+        return self.num_examples
+
+    def label_of(self, row: dict[str, Any]) -> int:
+        value = row[self.label_column]
+        return int(value) if self.to_id is None else self.to_id[value]
+
+    def head(self, n: int) -> list[Any]:
+        """The inputs of the first ``n`` rows (e.g. to fit the text length)."""
+        return [row[self.input_column] for row in self.dataset.take(n)]
+
+    def take(self, n: int) -> "StreamingSplit":
+        return StreamingSplit(self.dataset.take(n), self.input_column, self.label_column, self.modality,
+                              min(n, self.num_examples), self.mode, self.to_id)
+
+    def __repr__(self) -> str:
+        return f"StreamingSplit({self.num_examples} rows of {self.input_column!r}, {self.modality})"
+
+
+def _split_size(d: Any, split: str, fallback: Any = None) -> int:
+    info = getattr(d, "info", None)
+    splits = getattr(info, "splits", None) or {}
+    if split in splits and splits[split].num_examples:
+        return int(splits[split].num_examples)
+    if fallback is not None:
+        return len(fallback)
+    raise ValueError(f"the streamed split {split!r} does not say how many rows it has (no split info); without "
+                     "it the epochs have no length: drop --streaming, or use a data set with split sizes")
+
+
+_STREAM_KWARGS = ("input_column", "label_column", "train_split", "eval_split")
+
+
+def streaming_from_hf(dataset: Any, input_column: str | None = None, label_column: str | None = None,
+                      train_split: str = "train", eval_split: str | None = None, name: str = "hf",
+                      sizes: dict[str, int] | None = None) -> ClassificationData:
+    """``ClassificationData`` of :class:`StreamingSplit` s from a ``datasets.IterableDatasetDict``.
+
+    Class names come from a ``ClassLabel`` label column, else (string labels) from the first 10,000
+    training rows. The data set must have its own evaluation split (a stream cannot be split per class).
+
+    Raises:
+        ValueError: no evaluation split, columns that cannot be detected, or split sizes unknown.
+    """
+    from datasets import ClassLabel
+
+    if train_split not in dataset:
+        raise ValueError(f"split {train_split!r} not found; splits are {list(dataset)}; pass train_split=...")
+    if eval_split is None:
+        eval_split = next((s for s in _EVAL_SPLITS if s in dataset and s != train_split), None)
+    if eval_split is None or eval_split not in dataset:
+        raise ValueError(f"{name} has no evaluation split (splits: {list(dataset)}); streaming needs one "
+                         "(validation or test), since a stream cannot be split per class; drop --streaming")
+    features = dataset[train_split].features
+    if features is None:
+        raise ValueError(f"{name}: the stream does not declare its features; drop --streaming")
+    input_column, label_column, modality = _detect_columns(features, input_column, label_column)
+    to_id = None
+    if isinstance(features[label_column], ClassLabel):
+        class_names = tuple(features[label_column].names)
+    else:
+        class_names, to_id = _label_vocabulary(r[label_column] for r in dataset[train_split].take(10_000))
+    mode = None
+    if modality == "image":
+        from PIL import Image
+
+        imgs = [im if isinstance(im, Image.Image) else Image.fromarray(np.asarray(im, dtype=np.uint8))
+                for im in (r[input_column] for r in dataset[train_split].take(_MODE_SAMPLE))]
+        mode = "L" if all(im.mode in _GRAY_MODES for im in imgs) else "RGB"
+    sizes = sizes or {}
+    parts = {k: StreamingSplit(dataset[s], input_column, label_column, modality,
+                               sizes.get(s) or _split_size(dataset[s], s), mode, to_id)
+             for k, s in (("train", train_split), ("eval", eval_split))}
+    return ClassificationData(name, modality, class_names, parts["train"], parts["eval"],
+                              (f"{name}: streamed ({train_split!r} for training, {eval_split!r} for evaluation)",))
+
+
 def hf_dataset(dataset_name: str, config: str | None = None, **kwargs: Any) -> ClassificationData:
     """Download a Hugging Face Hub dataset with ``datasets.load_dataset`` and convert it (needs network).
 
@@ -675,7 +768,9 @@ def hf_dataset(dataset_name: str, config: str | None = None, **kwargs: Any) -> C
         dataset_name: Hub id, e.g. ``"mnist"`` or ``"stanfordnlp/imdb"``, or a folder written by
             ``Dataset.save_to_disk`` / ``DatasetDict.save_to_disk`` (read offline).
         config: Dataset configuration name, if it has several.
-        **kwargs: Passed to :func:`from_hf` (``input_column``, ``label_column``, ``image_size``, ...).
+        **kwargs: Passed to :func:`from_hf` (``input_column``, ``label_column``, ``image_size``, ``lazy``, ...);
+            ``streaming=True`` reads the splits as ``datasets.IterableDataset`` streams instead
+            (:func:`streaming_from_hf`; a ``save_to_disk`` folder through ``to_iterable_dataset``).
 
     Returns:
         See :func:`from_hf`.
@@ -689,9 +784,26 @@ def hf_dataset(dataset_name: str, config: str | None = None, **kwargs: Any) -> C
     import datasets
 
     local = Path(dataset_name).expanduser()
+    streaming = kwargs.pop("streaming", False)
     if local.is_dir() and ((local / "dataset_dict.json").exists() or (local / "dataset_info.json").exists()):
         # a dataset written with `save_to_disk`: read it without the Hub
-        return from_hf(datasets.load_from_disk(str(local)), name=f"hf:{dataset_name}", **kwargs)
+        loaded = datasets.load_from_disk(str(local))
+        if streaming:
+            if isinstance(loaded, datasets.Dataset):
+                loaded = datasets.DatasetDict({"train": loaded})
+            sizes = {k: len(d) for k, d in loaded.items()}
+            streams = datasets.IterableDatasetDict({k: d.to_iterable_dataset(num_shards=min(8, max(1, len(d))))
+                                                    for k, d in loaded.items()})
+            return streaming_from_hf(streams, name=f"hf:{dataset_name}", sizes=sizes,
+                                     **{k: v for k, v in kwargs.items() if k in _STREAM_KWARGS})
+        return from_hf(loaded, name=f"hf:{dataset_name}", **kwargs)
+    if streaming:
+        try:
+            streams = datasets.load_dataset(dataset_name, config, streaming=True)
+        except Exception as e:  # network, auth, unknown name: all surface the same way
+            raise RuntimeError(f"could not stream Hugging Face dataset {dataset_name!r}: {e}") from e
+        return streaming_from_hf(streams, name=f"hf:{dataset_name}",
+                                 **{k: v for k, v in kwargs.items() if k in _STREAM_KWARGS})
     try:
         loaded = datasets.load_dataset(dataset_name, config)
     except Exception as e:  # network, auth, unknown name: all surface the same way

@@ -49,12 +49,14 @@ def is_embedded(name: str | Path) -> bool:
     return isinstance(name, str) and name.strip().lower() in _EMBEDDED
 
 
-def load_source(name_or_path: str | Path, image_size: int | None = None, lazy: bool = False) -> ClassificationData:
+def load_source(name_or_path: str | Path, image_size: int | None = None, lazy: bool = False,
+                streaming: bool = False) -> ClassificationData:
     """One data source as loaded (own evaluation split kept, nothing held out yet).
 
     Image folders and Hugging Face image datasets are resized to ``image_size`` when decoded, and
     image files whose header cannot be read are skipped (counted in ``notes``). With ``lazy`` they
     are only indexed (:class:`~hf_multimix.data.files.ImageFiles`, Arrow rows): nothing is decoded.
+    ``streaming`` reads a Hugging Face data set as ``IterableDataset`` streams (``hf:`` sources only).
 
     Raises:
         ValueError: an unknown name, or bad content (the message says what to change).
@@ -63,6 +65,11 @@ def load_source(name_or_path: str | Path, image_size: int | None = None, lazy: b
     from . import load_data
 
     text = str(name_or_path).strip()
+    if streaming and not text.lower().startswith("hf:"):
+        raise ValueError(f"--streaming reads Hugging Face data sets (hf:<name or save_to_disk folder>); "
+                         f"{text!r} is not one: drop --streaming (folders and CSVs are indexed, never held whole)")
+    if streaming:
+        return hf_dataset(text[3:].strip(), image_size=image_size, streaming=True)
     if is_embedded(text):
         return _EMBEDDED[text.lower()]()
     if text.lower().startswith("hf:"):
@@ -132,6 +139,7 @@ def load_splits(
     seed: int = 0,
     image_size: int | None = None,
     lazy: bool = True,
+    streaming: bool = False,
 ) -> ClassificationData:
     """The training and evaluation splits of a run.
 
@@ -149,6 +157,8 @@ def load_splits(
             None keeps each file's size (the model's transforms resize).
         lazy: Image folders and Hugging Face images are indexed, not decoded (their inputs read
             each image on demand, in the DataLoader's workers); the embedded demo data stay in memory.
+        streaming: read a Hugging Face data set (``hf:``) as streams: it needs its own evaluation
+            split, and takes no option that splits or caps per class (``max_eval`` takes the first rows).
 
     Returns:
         ``ClassificationData`` with ``train`` and ``eval`` set; ``notes`` says where each came from.
@@ -163,6 +173,16 @@ def load_splits(
     """
     if val_split is not None and not 0.0 < val_split < 1.0:
         raise ValueError(f"--val-split must be in (0, 1), got {val_split}; e.g. 0.1 holds out 10% of each class")
+    if streaming:
+        given = [flag for flag, value in (("--val-dataset", val_dataset), ("--val-split", val_split),
+                                          ("--train-per-class", train_per_class)) if value is not None]
+        if given:
+            raise ValueError(f"--streaming reads the data as a stream, which cannot be split or capped per class; "
+                             f"drop {', '.join(given)} or --streaming")
+        data = load_source(dataset, image_size, streaming=True)
+        if max_eval:
+            data = replace(data, eval=data.eval.take(max_eval))
+        return data
     data = load_source(dataset, image_size, lazy)
     notes = list(data.notes)
     if val_dataset is not None:

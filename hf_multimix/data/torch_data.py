@@ -13,7 +13,7 @@ from torch.utils.data import Dataset
 from .base import ClassificationData, Split
 
 __all__ = ["ImageDataset", "TextDataset", "torch_dataset", "ImageCollator", "TextCollator", "SkipCounter",
-           "collate_pixels", "default_workers", "fit_max_length"]
+           "collate_pixels", "default_workers", "fit_max_length", "StreamingDataset"]
 
 
 class SkipCounter:
@@ -82,6 +82,53 @@ class ImageDataset(Dataset):
         return {"pixel_values": self.transform(pil if pil.mode == "RGB" else pil.convert("RGB")), "label": label}
 
 
+class StreamingDataset(torch.utils.data.IterableDataset):
+    """Items of a :class:`~hf_multimix.data.files.StreamingSplit`, as :class:`ImageDataset` /
+    :class:`TextDataset` give them, read from the stream in the DataLoader's workers (each reads its
+    own shards). With ``shuffle_buffer`` the training stream is shuffled through a buffer of that many
+    rows, with a new order each epoch. A row that fails to decode, or whose text is missing (a stream
+    cannot be checked up front), is skipped and counted in :attr:`skipped`."""
+
+    def __init__(self, split: Any, transform: Callable[[Any], torch.Tensor] | None = None,
+                 shuffle_buffer: int = 0, seed: int = 0) -> None:
+        self.split, self.transform, self.shuffle_buffer, self.seed = split, transform, shuffle_buffer, seed
+        self.skipped = SkipCounter()
+        self._epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __iter__(self):
+        from PIL import Image
+
+        from .files import to_mode
+
+        stream = self.split.dataset
+        if self.shuffle_buffer:
+            stream = stream.shuffle(seed=self.seed, buffer_size=self.shuffle_buffer)
+            stream.set_epoch(self._epoch)
+        self._epoch += 1
+        column = self.split.input_column
+        for n, row in enumerate(stream):
+            try:
+                label = self.split.label_of(row)
+                value = row[column]
+                if self.split.modality == "text":
+                    if value is None or not str(value).strip():
+                        raise ValueError(f"missing or empty {column!r}")
+                    yield {"text": str(value), "label": label}
+                    continue
+                img = value if isinstance(value, Image.Image) else Image.fromarray(np.asarray(value, dtype=np.uint8))
+                image = np.asarray(to_mode(img, self.split.mode), dtype=np.uint8)
+            except Exception as e:  # noqa: BLE001 - one bad row must not end a long run
+                self.skipped.add(f"row {n} of the stream", e)
+                continue
+            if self.transform is None:
+                yield {"image": image, "label": label}
+            else:
+                yield {"pixel_values": self.transform(Image.fromarray(image).convert("RGB")), "label": label}
+
+
 def collate_pixels(items: Sequence[dict[str, Any] | None]) -> dict[str, torch.Tensor] | None:
     """Stack transformed images (``ImageDataset`` with a ``transform``); skipped (None) items are dropped.
 
@@ -112,14 +159,17 @@ class TextDataset(Dataset):
 
 
 def torch_dataset(data: ClassificationData, which: str = "train",
-                  transform: Callable[[Any], torch.Tensor] | None = None) -> ImageDataset | TextDataset:
+                  transform: Callable[[Any], torch.Tensor] | None = None) -> Dataset:
     """The ``train`` or ``eval`` split of ``data`` as an :class:`ImageDataset` (with ``transform``, if
-    given) or :class:`TextDataset`."""
+    given) or :class:`TextDataset`, or a :class:`StreamingDataset` for a streamed split (the training
+    stream shuffled through a buffer of 1,000 rows)."""
     if which not in ("train", "eval"):
         raise ValueError(f"which must be 'train' or 'eval', got {which!r}")
     part = getattr(data, which)
     if part is None:
         raise ValueError(f"{data.name!r} has no eval split; make one with hf_multimix.data.split(data, ...)")
+    if not hasattr(part, "labels"):  # a StreamingSplit
+        return StreamingDataset(part, transform, shuffle_buffer=1000 if which == "train" else 0)
     return ImageDataset(part, transform) if data.modality == "image" else TextDataset(part)
 
 
