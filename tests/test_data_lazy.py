@@ -264,3 +264,21 @@ def test_pipeline_benchmark_table_is_generated_from_its_record():
     section = page.split(bench.BEGIN, 1)[1].split(bench.END, 1)[0].strip()
     assert section == bench.render(record).strip(), "run: python bench/pipeline.py --from-json " \
         "bench/results/pipeline.json --write-docs docs/benchmarks.md"
+
+
+def test_csv_indexed_by_row_offsets_reads_the_same_texts(tmp_path):
+    from hf_multimix.data import CsvTexts
+
+    csv = tmp_path / "r.csv"
+    csv.write_bytes("\ufefftext;label;split\n\"multi\nline; caf\u00e9\";good;train\n\nplain;bad;val\n"
+                    "\"quoted \"\"x\"\"\";good;train\nlast;bad;train\n".encode("utf-8"))
+    eager, lazy = text_csv(csv), text_csv(csv, lazy=True)
+    assert isinstance(lazy.train.inputs, CsvTexts) and len(lazy.train.inputs.offsets) == 3
+    assert list(lazy.train.inputs) == eager.train.inputs == ["multi\nline; caf\u00e9", 'quoted "x"', "last"]
+    assert lazy.eval.inputs[0] == "plain" and lazy.train.labels.tolist() == eager.train.labels.tolist()
+    other = tmp_path / "o.csv"
+    other.write_text("text,label\n" + "".join(f"row {i},{'good' if i % 2 else 'bad'}\n" for i in range(6)))
+    data = load_splits(other, val_dataset=csv)  # pooled from two files, by offsets
+    assert isinstance(data.eval.inputs, CsvTexts) and sorted(data.eval.inputs[:]) == sorted(
+        eager.train.inputs + eager.eval.inputs)
+    assert torch_dataset(data, "eval")[0]["text"] == data.eval.inputs[0]

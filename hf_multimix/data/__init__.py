@@ -20,6 +20,7 @@ from .base import ClassificationData, Split, flip_labels, split
 from .embedded import TWEETS_CLASS_NAMES, digits, mnist, tweets, tweets_csv_path
 from .files import (
     IMAGE_EXTENSIONS,
+    CsvTexts,
     HFImages,
     ImageFiles,
     StreamingSplit,
@@ -67,6 +68,7 @@ __all__ = [
     "from_hf",
     "IMAGE_EXTENSIONS",
     "ImageFiles",
+    "CsvTexts",
     "HFImages",
     "ImageDataset",
     "SkipCounter",

@@ -11,7 +11,7 @@ import numpy as np
 
 from .base import ClassificationData, Split
 
-__all__ = ["IMAGE_EXTENSIONS", "ImageFiles", "HFImages", "StreamingSplit", "streaming_from_hf", "image_folder", "text_csv", "hf_dataset", "from_hf"]
+__all__ = ["IMAGE_EXTENSIONS", "ImageFiles", "HFImages", "CsvTexts", "StreamingSplit", "streaming_from_hf", "image_folder", "text_csv", "hf_dataset", "from_hf"]
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
 """File suffixes (lower case) read as images; other files are ignored."""
@@ -329,12 +329,71 @@ def _rows(numbers: list[int], limit: int = 10) -> str:
     return f"row{'s' if len(numbers) > 1 else ''} {shown}{more}"
 
 
+class _ByteLines:
+    """Decoded lines of a binary file, counting the bytes read, so that a CSV row's offset is known."""
+
+    def __init__(self, raw: Any, encoding: str) -> None:
+        import codecs
+
+        self.raw, self.pos = raw, raw.tell()
+        self.decoder = codecs.getincrementaldecoder(encoding)()
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> str:
+        line = self.raw.readline()
+        if not line:
+            raise StopIteration
+        self.pos += len(line)
+        return self.decoder.decode(line)
+
+
+class CsvTexts:
+    """Texts of CSV rows read on demand: ``texts[i]`` seeks to row ``i``'s byte offset and parses it.
+
+    What a CSV becomes when it is indexed: byte offsets (8 bytes a row), not the texts.
+    """
+
+    def __init__(self, sources: Sequence[tuple[str, str, str, int]], file_idx: np.ndarray, offsets: np.ndarray) -> None:
+        self.sources = [tuple(s) for s in sources]  # (path, encoding, delimiter, text column index)
+        self.file_idx = np.asarray(file_idx, dtype=np.int32)
+        self.offsets = np.asarray(offsets, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    def __getitem__(self, i: int | slice) -> str | list[str]:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        path, encoding, delimiter, column = self.sources[int(self.file_idx[int(i)])]
+        with open(path, "rb") as raw:
+            raw.seek(int(self.offsets[int(i)]))
+            for row in csv.reader(_ByteLines(raw, encoding), delimiter=delimiter):
+                if row:  # csv.DictReader passes over blank lines too
+                    return row[column] if column < len(row) else ""
+        raise IndexError(f"row {i} of {path!r} is gone; was the file changed after it was read?")
+
+    def subset(self, indices: Sequence[int] | np.ndarray) -> "CsvTexts":
+        idx = np.asarray(indices, dtype=np.int64)
+        return CsvTexts(self.sources, self.file_idx[idx], self.offsets[idx])
+
+    def concat(self, other: "CsvTexts") -> "CsvTexts":
+        return CsvTexts(self.sources + other.sources,
+                        np.concatenate([self.file_idx, other.file_idx + len(self.sources)]),
+                        np.concatenate([self.offsets, other.offsets]))
+
+    def __repr__(self) -> str:
+        return f"CsvTexts({len(self)} rows)"
+
+
 def text_csv(
     path: str | Path,
     text_column: str = "text",
     label_column: str = "label",
     encoding: str = "utf-8-sig",
     split_column: str = "split",
+    lazy: bool = False,
 ) -> ClassificationData:
     """Read a CSV with a header row holding a text column and a label column.
 
@@ -350,10 +409,13 @@ def text_csv(
         label_column: Name of the label column.
         encoding: File encoding (default UTF-8, with or without BOM).
         split_column: Name of the optional column that assigns rows to train / eval.
+        lazy: Index only: the inputs are a :class:`CsvTexts` (each row's byte offset; a text is
+            read when asked for), so the texts are never all in memory. The file is still read
+            once, to check every row.
 
     Returns:
-        Text data: ``list[str]`` and int64 labels ``[N]``; ``eval`` holds the rows the split
-        column sends there, else None.
+        Text data: ``list[str]`` (a :class:`CsvTexts` when ``lazy``) and int64 labels ``[N]``;
+        ``eval`` holds the rows the split column sends there, else None.
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
@@ -369,13 +431,14 @@ def text_csv(
     try:
         with open(file, encoding=encoding, newline="") as f:
             header = f.readline()
-            f.seek(0)
-            delimiter = next(
-                (d for d in _DELIMITERS
-                 if {text_column, label_column} <= {c.strip() for c in next(csv.reader([header], delimiter=d), [])}),
-                ",",
-            )
-            reader = csv.DictReader(f, delimiter=delimiter)
+        delimiter = next(
+            (d for d in _DELIMITERS
+             if {text_column, label_column} <= {c.strip() for c in next(csv.reader([header], delimiter=d), [])}),
+            ",",
+        )
+        with open(file, "rb") as raw:  # bytes, to know each row's offset
+            lines = _ByteLines(raw, encoding)
+            reader = csv.DictReader(lines, delimiter=delimiter)
             columns = [c.strip() for c in reader.fieldnames or []]
             if not columns or not any(columns):
                 raise ValueError(
@@ -400,12 +463,19 @@ def text_csv(
             reader.fieldnames = columns
             has_split = split_column in columns
             texts: list[str] = []
+            offsets: list[int] = []
             raw_labels: list[str] = []
             parts: list[str] = []
             no_label: list[int] = []
             no_text: list[int] = []
             bad_split: dict[int, str] = {}
-            for line_no, row in enumerate(reader, start=2):
+            line_no = 1
+            while True:
+                start = lines.pos
+                row = next(reader, None)
+                if row is None:
+                    break
+                line_no += 1
                 label = (row.get(label_column) or "").strip()
                 text = row.get(text_column) or ""
                 if not label:
@@ -417,7 +487,10 @@ def text_csv(
                     if value not in _SPLIT_VALUES:
                         bad_split[line_no] = value
                     parts.append(_SPLIT_VALUES.get(value, "train"))
-                texts.append(text)
+                if lazy:
+                    offsets.append(start)
+                else:
+                    texts.append(text)
                 raw_labels.append(label)
     except UnicodeDecodeError as e:
         raise ValueError(
@@ -425,7 +498,7 @@ def text_csv(
         ) from e
     except csv.Error as e:
         raise ValueError(f"CSV file {str(file)!r} cannot be parsed ({e}); check its quoting") from e
-    if not texts:
+    if not raw_labels:
         raise ValueError(f"CSV file {str(file)!r} has a header {columns} but no data rows")
     if no_label:
         raise ValueError(
@@ -444,11 +517,15 @@ def text_csv(
         )
     names, to_id = _label_vocabulary(raw_labels)
     labels = np.asarray([to_id[v] for v in raw_labels], dtype=np.int64)
-    which = np.asarray(parts if has_split else ["train"] * len(texts))
+    which = np.asarray(parts if has_split else ["train"] * len(raw_labels))
     train_idx, eval_idx = np.flatnonzero(which == "train"), np.flatnonzero(which == "eval")
     if not len(train_idx):
         raise ValueError(f"CSV file {str(file)!r}: no row has '{split_column}' = 'train'; mark the training rows")
-    split_of = Split(texts, labels)
+    inputs: Any = texts
+    if lazy:
+        inputs = CsvTexts([(str(file), encoding, delimiter, columns.index(text_column))],
+                          np.zeros(len(offsets), np.int32), np.asarray(offsets, np.int64))
+    split_of = Split(inputs, labels)
     notes = (f"{str(file)!r}: {len(train_idx)} training and {len(eval_idx)} evaluation rows from its "
              f"'{split_column}' column",) if has_split else ()
     return ClassificationData(

@@ -78,7 +78,7 @@ def load_source(name_or_path: str | Path, image_size: int | None = None, lazy: b
     if path.is_dir():
         return image_folder(path, image_size=image_size, skip_unreadable=True, lazy=lazy)
     if path.suffix.lower() in (".csv", ".tsv"):
-        return text_csv(path)
+        return text_csv(path, lazy=lazy)
     return load_data(text)  # raises the error that lists the valid choices
 
 
