@@ -15,7 +15,7 @@ metrics.jsonl (`epoch_time_s`, evaluation excluded), for timm the average rate i
 that epoch. Peak memory is the peak resident set of the training process (and, apart, of the
 process tree with its workers, which counts shared pages once per process), polled every 0.1 s.
 
-    python bench/pipeline.py --sizes 1000,10000 --json bench/results/pipeline.json
+    python bench/pipeline.py --sizes 1000,10000,50000 --json bench/results/pipeline.json
     python bench/pipeline.py --from-json bench/results/pipeline.json --write-docs docs/benchmarks.md
 """
 
@@ -108,6 +108,17 @@ def run_timm(folder: Path, args: argparse.Namespace, env: dict[str, str]) -> dic
             "peak_rss_mib": peak_main, "peak_rss_tree_mib": peak_tree}
 
 
+def index_time(folder: Path) -> float:
+    """Seconds `load_splits` takes to index `folder` (paths, labels, each file's header), as a run starts.
+
+    Run in a fresh process, so that no earlier import or file cache of this one counts."""
+    code = ("import time; from hf_multimix.data import load_splits; t = time.perf_counter(); "
+            f"load_splits({str(folder)!r}); print(time.perf_counter() - t)")
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    return float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                                check=True).stdout.strip().splitlines()[-1])
+
+
 def render(record: dict) -> str:
     """The docs/benchmarks.md section of a record (the text between the pipeline markers)."""
     s = record["settings"]
@@ -142,6 +153,10 @@ def render(record: dict) -> str:
             lo, hi = rss[sizes[0]], rss[sizes[-1]]
             notes.append(f"{method}: peak memory {lo:.0f} MiB at {sizes[0]:,} photos, {hi:.0f} MiB at "
                          f"{sizes[-1]:,} ({100 * (hi - lo) / lo:+.1f}%)")
+    if record.get("indexing"):
+        notes.append("indexing the folder before the first step (`load_splits`: paths, labels, each file's "
+                     "header) took " + ", ".join(f"{r['index_s']:.1f} s for {r['photos']:,} photos"
+                                                           for r in record["indexing"]))
     if notes:
         lines += ["", "; ".join(notes) + "."]
     return "\n".join(lines)
@@ -176,7 +191,7 @@ def main() -> None:
         env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
                "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "HF_HUB_OFFLINE": "1"}
         load_before = os.getloadavg()
-        rows = []
+        rows, indexed = [], []
         with tempfile.TemporaryDirectory(prefix="photos-") as tmp:
             sizes = [int(s) for s in args.sizes.split(",")]
             for n in sizes:
@@ -184,6 +199,8 @@ def main() -> None:
                 t0 = time.perf_counter()
                 write_photos(folder, n)
                 print(f"wrote {n} photos in {time.perf_counter() - t0:.0f}s", flush=True)
+                indexed.append({"photos": n, "index_s": index_time(folder)})
+                print(indexed[-1], flush=True)
                 if not args.no_timm and n == sizes[0]:
                     rows.append({"photos": n, **run_timm(folder, args, env)})
                     print(rows[-1], flush=True)
@@ -195,7 +212,7 @@ def main() -> None:
             "load_note": args.load_note or "machine shared with other jobs", "load_before": list(load_before),
             "load_after": list(os.getloadavg()),
             "settings": {k: getattr(args, k) for k in ("model", "image_size", "batch_size", "workers", "steps")},
-            "command": " ".join(sys.argv), "rows": rows,
+            "command": " ".join(sys.argv), "rows": rows, "indexing": indexed,
         }
     if args.json:
         Path(args.json).write_text(json.dumps(record, indent=2) + "\n")

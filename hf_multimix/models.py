@@ -315,7 +315,13 @@ def _hf_classifier(folder: str, modality: str, class_names: Sequence[str], image
     size = _fixed_size(model.config) or image_size or saved or 224
     # Saved with the checkpoint: exactly the resizing and normalisation used in evaluation.
     processor = ViTImageProcessor(size={"height": size, "width": size}, image_mean=list(mean), image_std=list(std))
-    data_config = {"input_size": (3, size, size), "mean": tuple(mean), "std": tuple(std), "resize": None}
+    # a processor that resizes the shortest edge and center-crops (ConvNeXt, ...) evaluates that way; others
+    # (ViT) resize to the input size
+    saved_cfg = json.loads((Path(folder) / "preprocessor_config.json").read_text()) if (
+        Path(folder) / "preprocessor_config.json").is_file() else {}
+    edge = (saved_cfg.get("size") or {}).get("shortest_edge") if isinstance(saved_cfg.get("size"), dict) else None
+    resize = int(edge * size / saved) if edge and saved_cfg.get("do_center_crop") and saved else None
+    data_config = {"input_size": (3, size, size), "mean": tuple(mean), "std": tuple(std), "resize": resize}
     return Classifier(model, ImageCollator(size, mean, std), "image", tuple(class_names), folder, (processor,),
                       data_config, "hf")
 
@@ -364,7 +370,7 @@ def create_classifier(
         >>> clf.model.num_classes
         2
     """
-    from .data import ImageCollator, TextCollator
+    from .data import TextCollator
 
     name = name or DEFAULT_MODELS[modality]
     c = len(class_names)

@@ -182,6 +182,15 @@ def test_transforms_come_from_the_hf_image_processor(tmp_path):
     x = eval_tf(Image.new("RGB", (30, 20), (51, 51, 51)))  # 0.2 in every channel
     assert x.shape == (3, 16, 16)
     torch.testing.assert_close(x[:, 0, 0], torch.tensor([(0.2 - 0.2) / 0.5, (0.2 - 0.3) / 0.25, (0.2 - 0.4) / 0.5]))
+    assert "CenterCrop" not in repr(eval_tf)  # ViT's processor resizes to the input size
+
+    from transformers import CLIPImageProcessor
+
+    CLIPImageProcessor(size={"shortest_edge": 20}, crop_size={"height": 16, "width": 16},
+                       do_center_crop=True).save_pretrained(folder)  # shortest edge, then a center crop
+    _, crop_eval = image_transforms(create_classifier(str(folder), "image", ["a", "b"]))
+    assert "CenterCrop" in repr(crop_eval) and "size=[20]" in repr(crop_eval).replace(" ", "")
+    assert crop_eval(Image.new("RGB", (30, 20))).shape == (3, 16, 16)
 
 
 def test_max_length_fits_the_data(tmp_path):
