@@ -150,8 +150,26 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                         "evaluated on. Default: all (100 for the embedded demo data)")
     p.add_argument("--max-eval", type=_positive_int, default=None,
                    help="cap on evaluation examples (default: all; 1000 for the embedded demo data)")
-    p.add_argument("--image-size", type=_positive_int, default=64, help="input resolution for images (default 64)")
-    p.add_argument("--max-length", type=_positive_int, default=64, help="max tokens for text (default 64)")
+    p.add_argument("--image-size", type=_positive_int, default=None,
+                   help="input resolution for images (default: the model's pretrained input size; 64 for the "
+                        "embedded demo digits)")
+    p.add_argument("--max-length", type=_positive_int, default=None,
+                   help="max tokens for text (default: the 99th percentile of the training texts' token lengths, "
+                        "at most the model's positions)")
+    p.add_argument("--workers", type=_number(int, lambda v: v >= 0, "an integer >= 0", ">= 0"), default=None,
+                   help="DataLoader worker processes that decode and transform the data (default: the CPU count "
+                        "minus one, at most 8; 0 decodes in the training process)")
+    p.add_argument("--streaming", action="store_true",
+                   help="hf: data sets: read the splits as streams (datasets.IterableDataset), for data too large "
+                        "to hold or download first; needs the data set's own validation/test split")
+    p.add_argument("--aa", default=None,
+                   help="images: auto-augment policy as timm's train.py, e.g. rand-m9-mstd0.5 (default: none)")
+    p.add_argument("--color-jitter", type=_non_negative_float, default=0.4,
+                   help="images: colour jitter factor, used without --aa (default 0.4, as timm's train.py)")
+    p.add_argument("--reprob", type=_unit_float, default=0.0, help="images: random erasing probability (default 0)")
+    p.add_argument("--no-augment", action="store_true",
+                   help="images: train with the evaluation transform (no random crop, flip or jitter); the "
+                        "embedded demo digits always do")
     p.add_argument("--max-steps-per-epoch", type=_positive_int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.add_argument("--output-dir", required=True,
@@ -245,8 +263,10 @@ def prepare(args: argparse.Namespace, method: str = "erm") -> Prepared:
     """Loads data and model and builds the loaders, all offline for the embedded choices."""
     import torch
 
-    from .data import flip_labels, load_splits, torch_dataset
-    from .models import create_classifier, input_size
+    from .data import DEMO_IMAGE_SIZE, Augmentation, flip_labels, load_splits
+    from .data.sources import is_embedded
+    from .models import create_classifier, fit_text_length
+    from .training import make_loaders
 
     check_noisy_labels(args)
     other = getattr(args, "other_steps", "ce")
@@ -258,9 +278,14 @@ def prepare(args: argparse.Namespace, method: str = "erm") -> Prepared:
         if not 0.0 < args.prob < 1.0:
             raise ValueError(f"--other-steps {other} trains the steps that do not mix at the last layer; with --prob "
                              f"{args.prob:g} there are none. Pass --prob between 0 and 1, e.g. --prob 0.5.")
+    # indexed, not decoded: the DataLoader's workers decode and transform each image
+    streaming = getattr(args, "streaming", False)
+    if streaming and getattr(args, "label_noise", 0.0):
+        raise ValueError("--label-noise flips labels of a split held in memory; a stream (--streaming) has none: "
+                         "drop one of them")
     data = load_splits(args.dataset, val_dataset=args.val_dataset, val_split=args.val_split,
                        train_per_class=args.train_per_class, max_eval=args.max_eval, seed=args.seed,
-                       image_size=input_size(args.model, args.image_size))
+                       streaming=streaming)
     if method in ("mixup", "cutmix") and data.modality != "image":
         raise ValueError(f"--method {method} mixes input images; {args.dataset!r} is text. Use manifold-mixup or multimix.")
     if other != "ce" and data.modality != "image":
@@ -270,17 +295,29 @@ def prepare(args: argparse.Namespace, method: str = "erm") -> Prepared:
     # The seed fixes the initialisation too (a new classifier, or a whole model from scratch), so runs of
     # different methods with the same seed start from the same weights and their difference is paired.
     torch.manual_seed(args.seed)
+    demo = is_embedded(args.dataset)  # the small demo digits: 64 px, no augmentation (docs/training.md)
+    image_size = getattr(args, "image_size", None) or (DEMO_IMAGE_SIZE if demo else None)
     clf = create_classifier(args.model, data.modality, data.class_names, pretrained=args.pretrained,
-                            pretrained_file=args.pretrained_file, image_size=args.image_size,
-                            max_length=args.max_length)
-    g = torch.Generator().manual_seed(args.seed)
-    train_loader = torch.utils.data.DataLoader(torch_dataset(data, "train"), batch_size=args.batch_size, shuffle=True,
-                                               drop_last=len(data.train) > args.batch_size, collate_fn=clf.collate,
-                                               generator=g)
-    eval_loader = torch.utils.data.DataLoader(torch_dataset(data, "eval"), batch_size=max(64, args.batch_size),
-                                              collate_fn=clf.collate)
+                            pretrained_file=args.pretrained_file, image_size=image_size,
+                            max_length=getattr(args, "max_length", None))
+    notes = list(data.notes)
+    if data.modality == "text" and getattr(args, "max_length", None) is None:
+        texts = data.train.head(2000) if streaming else data.train.inputs
+        notes.append(f"--max-length {fit_text_length(clf, texts)} (the 99th percentile of the training "
+                     "texts' token lengths)")
+    augmentation = None
+    if data.modality == "image":
+        if demo:  # the digits are resized whole (no crop) and not augmented
+            clf = dataclasses.replace(clf, data_config={**clf.data_config, "crop_pct": 1.0})
+        augmentation = Augmentation(enabled=not (demo or getattr(args, "no_augment", False)),
+                                    aa=getattr(args, "aa", None), color_jitter=getattr(args, "color_jitter", 0.4),
+                                    reprob=getattr(args, "reprob", 0.0))
+        notes.append(f"images at {clf.data_config['input_size'][-1]} px, "
+                     + ("training with the model's augmentation" if augmentation.enabled else "no augmentation"))
+    train_loader, eval_loader = make_loaders(data, clf, args.batch_size, workers=getattr(args, "workers", None),
+                                             seed=args.seed, augmentation=augmentation)
     return Prepared(clf.model, train_loader, eval_loader, data.modality, data.num_classes, clf.name,
-                    data.class_names, clf.companions, data.notes)
+                    data.class_names, clf.companions, tuple(notes))
 
 
 NOISY_LABELS_RECIPE = recipes.NOISY_LABELS_FROM_SCRATCH
@@ -394,6 +431,9 @@ def run_method(method: str, args: argparse.Namespace, output_dir: str, resume: s
         "shared_lambda": args.shared_lambda if method == "dense-multimix" else None,
         "class_names": list(prepared.class_names),
         "data_notes": list(prepared.notes),
+        # examples that failed to decode during training and evaluation (skipped, the run went on)
+        "skipped_files": sum(getattr(getattr(loader.dataset, "skipped", None), "value", 0)
+                             for loader in (prepared.train_loader, prepared.eval_loader)),
         "args": {**resolved_args(args), "method": method, "lr": lr, "alpha": method_alpha(method, args.alpha)},
         "multimix_config": head.multimix_config.to_dict(),
         "history": history,

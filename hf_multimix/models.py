@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 __all__ = ["DEFAULT_MODELS", "Classifier", "create_classifier", "load_classifier", "find_checkpoint", "input_size",
-           "starts_from_scratch"]
+           "starts_from_scratch", "image_transforms", "fit_text_length"]
 
 DEFAULT_MODELS = {"image": "efficientnet_lite0", "text": "minilm"}
 """The embedded pretrained model used for each modality when no model is named."""
@@ -49,6 +49,10 @@ class Classifier:
         name: what the model was resolved from (a name or a folder).
         companions: objects with ``save_pretrained(folder)`` (tokenizer, image processor, timm
             config) saved next to the weights so that a checkpoint folder loads on its own.
+        data_config: image models: the model's preprocessing, with the keys of
+            ``timm.data.resolve_model_data_config`` (``input_size``, ``mean``, ``std``, ``crop_pct``,
+            ``interpolation``; Hugging Face processors add ``resize``); see :func:`image_transforms`.
+        family: ``"timm"`` or ``"hf"``: whose transforms train it (``timm.data`` or torchvision v2).
     """
 
     model: nn.Module
@@ -57,6 +61,68 @@ class Classifier:
     class_names: tuple[str, ...]
     name: str
     companions: tuple[Any, ...] = field(default=())
+    data_config: dict[str, Any] | None = None
+    family: str = "timm"
+
+
+def image_transforms(classifier: Classifier, augmentation: Any = None) -> tuple[Callable, Callable]:
+    """``(train, eval)`` transforms of a PIL RGB image for ``classifier``, from its own preprocessing.
+
+    timm models go through ``timm.data.create_transform`` (random resized crop at the input size,
+    flip, colour jitter / ``aa`` / ``reprob`` as timm's train.py; evaluation: resize by ``crop_pct``,
+    center crop); Hugging Face models through torchvision v2 with their processor's size, mean and std.
+
+    Args:
+        classifier: an image :class:`Classifier` (``data_config`` set).
+        augmentation: a :class:`hf_multimix.data.transforms.Augmentation` (default: timm's defaults).
+
+    Example:
+        >>> clf = create_classifier("resnet10t", "image", ["a", "b"], image_size=32)
+        >>> train_tf, eval_tf = image_transforms(clf)
+    """
+    from .data.transforms import Augmentation, image_transform
+
+    if classifier.modality != "image" or classifier.data_config is None:
+        raise ValueError(f"{classifier.name!r} is a {classifier.modality} model without an image data config")
+    augmentation = augmentation or Augmentation()
+    cfg = classifier.data_config
+    return (image_transform(cfg, True, classifier.family, augmentation),
+            image_transform(cfg, False, classifier.family, augmentation))
+
+
+def fit_text_length(classifier: Classifier, texts: Sequence[str]) -> int:
+    """Sets a text classifier's tokens per text to what fits ``texts`` (the 99th percentile of their
+    token lengths over a sample, at most the length it was created with, the model's positions) and
+    returns it. The tokenizer saved with the checkpoint truncates the same way."""
+    from .data import fit_max_length
+
+    collate = classifier.collate
+    length = fit_max_length(collate.tokenizer, texts, cap=collate.max_length)
+    collate.max_length = length
+    collate.tokenizer.model_max_length = length
+    return length
+
+
+def _timm_data_config(model: nn.Module, image_size: int | None) -> dict[str, Any]:
+    """timm's data config of ``model`` (``resolve_model_data_config``) at ``image_size`` where the model
+    takes any size (None: its pretrained input size)."""
+    from timm.data import resolve_model_data_config
+
+    cfg = dict(resolve_model_data_config(model))
+    size = _timm_fixed_size(getattr(model, "pretrained_cfg", None)) or image_size
+    if size:
+        cfg["input_size"] = (3, int(size), int(size))
+    return cfg
+
+
+def _text_cap(tokenizer: Any, config: Any, asked: int | None) -> int:
+    """Tokens per text: ``asked``, else the most the model takes (its positions, at most 512)."""
+    if asked is not None:
+        return asked
+    limits = [512, getattr(config, "max_position_embeddings", None) or 512]
+    if isinstance(getattr(tokenizer, "model_max_length", None), int) and tokenizer.model_max_length < 10**6:
+        limits.append(tokenizer.model_max_length)
+    return int(min(limits))
 
 
 class TimmConfig:
@@ -64,9 +130,10 @@ class TimmConfig:
     ``timm.create_model("local-dir:<folder>")`` rebuilds it with its class names and preprocessing."""
 
     def __init__(self, model: nn.Module, class_names: Sequence[str], image_size: int,
-                 mean: Sequence[float], std: Sequence[float]) -> None:
+                 mean: Sequence[float], std: Sequence[float], **data_config: Any) -> None:
         self.model, self.class_names = model, list(class_names)
-        self.data_config = {"input_size": (3, image_size, image_size), "mean": tuple(mean), "std": tuple(std)}
+        self.data_config = {**data_config, "input_size": (3, image_size, image_size), "mean": tuple(mean),
+                            "std": tuple(std)}
 
     def save_pretrained(self, folder: str) -> None:
         from timm.models._hub import save_config_for_hf
@@ -215,8 +282,8 @@ def _fixed_size(config: Any) -> int | None:
     return int(size if isinstance(size, int) else size[0]) if size else None
 
 
-def _hf_classifier(folder: str, modality: str, class_names: Sequence[str], image_size: int,
-                   max_length: int) -> Classifier:
+def _hf_classifier(folder: str, modality: str, class_names: Sequence[str], image_size: int | None,
+                   max_length: int | None) -> Classifier:
     import transformers
     from transformers import AutoTokenizer
 
@@ -237,16 +304,26 @@ def _hf_classifier(folder: str, modality: str, class_names: Sequence[str], image
         except (OSError, ValueError, TypeError) as e:
             raise ValueError(f"no usable tokenizer in {folder!r} ({str(e).splitlines()[0]}); save the model's "
                              "tokenizer into the folder (tokenizer.save_pretrained)") from e
+        max_length = _text_cap(tokenizer, model.config, max_length)
         tokenizer.model_max_length = max_length  # the saved tokenizer truncates as training did
         return Classifier(model, TextCollator(tokenizer, max_length=max_length), "text", tuple(class_names), folder,
                           (tokenizer,))
     from transformers import ViTImageProcessor
 
-    size = _fixed_size(model.config) or image_size  # fixed-size models (ViT) take their own size
-    _, mean, std = _processor_stats(folder)
-    # Saved with the checkpoint: exactly the resizing and normalisation used in training.
+    saved, mean, std = _processor_stats(folder)
+    # fixed-size models (ViT) take their own size; others the one asked for, else their processor's
+    size = _fixed_size(model.config) or image_size or saved or 224
+    # Saved with the checkpoint: exactly the resizing and normalisation used in evaluation.
     processor = ViTImageProcessor(size={"height": size, "width": size}, image_mean=list(mean), image_std=list(std))
-    return Classifier(model, ImageCollator(size, mean, std), "image", tuple(class_names), folder, (processor,))
+    # a processor that resizes the shortest edge and center-crops (ConvNeXt, ...) evaluates that way; others
+    # (ViT) resize to the input size
+    saved_cfg = json.loads((Path(folder) / "preprocessor_config.json").read_text()) if (
+        Path(folder) / "preprocessor_config.json").is_file() else {}
+    edge = (saved_cfg.get("size") or {}).get("shortest_edge") if isinstance(saved_cfg.get("size"), dict) else None
+    resize = int(edge * size / saved) if edge and saved_cfg.get("do_center_crop") and saved else None
+    data_config = {"input_size": (3, size, size), "mean": tuple(mean), "std": tuple(std), "resize": resize}
+    return Classifier(model, ImageCollator(size, mean, std), "image", tuple(class_names), folder, (processor,),
+                      data_config, "hf")
 
 
 def starts_from_scratch(name: str | None, pretrained: bool = False, pretrained_file: str | None = None) -> bool:
@@ -262,8 +339,8 @@ def create_classifier(
     class_names: Sequence[str],
     pretrained: bool = False,
     pretrained_file: str | None = None,
-    image_size: int = 64,
-    max_length: int = 64,
+    image_size: int | None = None,
+    max_length: int | None = None,
 ) -> Classifier:
     """A classifier for ``len(class_names)`` classes, named after them, ready to fine-tune.
 
@@ -276,8 +353,11 @@ def create_classifier(
         pretrained: timm names: download the pretrained weights from the Hub.
         pretrained_file: timm names: load the weights from this ``.safetensors`` / ``.pth`` file
             (the classifier is replaced when its size differs).
-        image_size: input size of models that take any size (fixed-size models use theirs).
-        max_length: tokens per text.
+        image_size: input size of models that take any size (fixed-size models use theirs);
+            None: the model's pretrained input size (``timm.data.resolve_model_data_config``, a
+            Hugging Face processor's size).
+        max_length: tokens per text; None: the most the model takes (see :func:`fit_text_length`
+            to fit it to the data).
 
     Returns:
         The :class:`Classifier`.
@@ -290,7 +370,7 @@ def create_classifier(
         >>> clf.model.num_classes
         2
     """
-    from .data import ImageCollator, TextCollator
+    from .data import TextCollator
 
     name = name or DEFAULT_MODELS[modality]
     c = len(class_names)
@@ -299,20 +379,20 @@ def create_classifier(
     if name in _EMBEDDED:
         _check_modality(_EMBEDDED[name], modality, name)
         if name == "minilm":
-            from .weights import minilm_classifier
+            from .weights import MINILM_MAX_LENGTH, minilm_classifier
 
             model, tokenizer = minilm_classifier(c)
+            max_length = max_length or MINILM_MAX_LENGTH
             model.config.id2label = dict(enumerate(class_names))
             model.config.label2id = {n: i for i, n in enumerate(class_names)}
             model.config.architectures = [type(model).__name__]  # what from_pretrained rebuilds
             tokenizer.model_max_length = max_length
             return Classifier(model, TextCollator(tokenizer, max_length=max_length), "text", tuple(class_names), name,
                               (tokenizer,))
-        from .weights import EFFICIENTNET_LITE0_MEAN as MEAN, EFFICIENTNET_LITE0_STD as STD, efficientnet_lite0
+        from .weights import EFFICIENTNET_LITE0_DATA_CONFIG, efficientnet_lite0
 
         model = efficientnet_lite0(num_classes=c)
-        return Classifier(model, ImageCollator(image_size, MEAN, STD), "image", tuple(class_names), name,
-                          (TimmConfig(model, class_names, image_size, MEAN, STD),))
+        return _timm_classifier(model, dict(EFFICIENTNET_LITE0_DATA_CONFIG), image_size, class_names, name)
     if os.path.isdir(name):
         if not os.path.isfile(os.path.join(name, "config.json")) and find_checkpoint(name) != Path(name):
             name = str(find_checkpoint(name))  # a run's output folder: continue from its best checkpoint
@@ -323,10 +403,7 @@ def create_classifier(
         import timm
 
         model = timm.create_model(f"local-dir:{os.path.abspath(name)}", pretrained=True, num_classes=c)
-        mean, std = model.pretrained_cfg["mean"], model.pretrained_cfg["std"]
-        image_size = _timm_fixed_size(model.pretrained_cfg) or image_size
-        return Classifier(model, ImageCollator(image_size, mean, std), "image", tuple(class_names), name,
-                          (TimmConfig(model, class_names, image_size, mean, std),))
+        return _timm_classifier(model, _timm_data_config(model, None), image_size, class_names, name)
     if os.path.isfile(name):
         raise ValueError(f"--model {name!r} is a file; pass a timm model name with --pretrained-file {name}, or a "
                          "model folder")
@@ -339,12 +416,23 @@ def create_classifier(
         )
     _check_modality("image", modality, name)
     model = _timm_model(name, c, pretrained, pretrained_file)
-    image_size = _timm_fixed_size(model.pretrained_cfg) or image_size  # ViT takes the size it was built for
-    mean, std = (0.5,) * 3, (0.5,) * 3
-    if pretrained or pretrained_file:  # the statistics the weights were trained with
-        mean, std = tuple(model.pretrained_cfg.get("mean", mean)), tuple(model.pretrained_cfg.get("std", std))
-    return Classifier(model, ImageCollator(image_size, mean, std), "image", tuple(class_names), name,
-                      (TimmConfig(model, class_names, image_size, mean, std),))
+    cfg = _timm_data_config(model, None)
+    if not (pretrained or pretrained_file):  # random weights: no statistics to match
+        cfg.update(mean=(0.5,) * 3, std=(0.5,) * 3)
+    return _timm_classifier(model, cfg, image_size, class_names, name)
+
+
+def _timm_classifier(model: nn.Module, cfg: dict[str, Any], image_size: int | None, class_names: Sequence[str],
+                     name: str) -> Classifier:
+    """A timm model with its data config at ``image_size`` (None: the config's; fixed-size models: theirs)."""
+    from .data import ImageCollator
+
+    size = _timm_fixed_size(getattr(model, "pretrained_cfg", None)) or image_size or int(cfg["input_size"][-1])
+    cfg = {**cfg, "input_size": (3, size, size)}
+    mean, std = tuple(cfg["mean"]), tuple(cfg["std"])
+    extra = {k: cfg[k] for k in ("crop_pct", "interpolation") if k in cfg}
+    return Classifier(model, ImageCollator(size, mean, std), "image", tuple(class_names), name,
+                      (TimmConfig(model, class_names, size, mean, std, **extra),), cfg, "timm")
 
 
 def _timm_fixed_size(pretrained_cfg: Any) -> int | None:

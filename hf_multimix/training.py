@@ -190,6 +190,8 @@ def evaluate(head: torch.nn.Module, loader: Iterable, accelerator: Accelerator, 
     head.eval()
     preds, labels, losses = [], [], []
     for batch in tqdm(loader, desc="eval", leave=False, disable=not (progress and accelerator.is_main_process)):
+        if batch is None:  # every example of the batch failed to decode (counted by the dataset)
+            continue
         inputs, y = _split(batch)
         logits = logits_of(head(**inputs))
         loss = torch.nn.functional.cross_entropy(logits.float(), y, reduction="none")
@@ -293,6 +295,8 @@ def train(
         for step, batch in enumerate(train_loader):
             if limit and step >= limit:
                 break
+            if batch is None:  # every example of the batch failed to decode (counted by the dataset)
+                continue
             inputs, labels = _split(batch)
             if other_fn is not None and mixing:
                 # One draw decides the layer of this step: the head's MultiMix, or the inputs.
@@ -740,3 +744,35 @@ def _load_checkpoint(path: str, head: MultiMixHead, optimizer, scheduler) -> tup
     with open(state_file) as f:
         state = json.load(f)
     return int(state["epoch"]), float(state["best_eval_accuracy"]), list(state.get("history", []))
+
+
+def make_loaders(data: Any, classifier: Any, batch_size: int, workers: int | None = None, seed: int = 0,
+                 augmentation: Any = None) -> tuple[torch.utils.data.DataLoader, torch.utils.data.DataLoader]:
+    """The training and evaluation DataLoaders of `data` (a `ClassificationData` with both splits) for
+    `classifier` (a `hf_multimix.models.Classifier`).
+
+    Images are decoded and transformed in `workers` DataLoader processes (default
+    `hf_multimix.data.default_workers()`) with the model's own preprocessing
+    (`hf_multimix.models.image_transforms`: timm's `create_transform`, or torchvision v2 for Hugging
+    Face models; `augmentation` trains); texts are tokenised per batch by the classifier's collator.
+    Memory pinned when CUDA is there, workers kept between epochs. An image that fails to decode is
+    skipped; `loader.dataset.skipped.value` counts them.
+    """
+    from .data import collate_pixels, default_workers, torch_dataset
+    from .models import image_transforms
+
+    workers = default_workers() if workers is None else workers
+    if data.modality == "image":
+        train_tf, eval_tf = image_transforms(classifier, augmentation)
+        datasets, collate = (torch_dataset(data, "train", train_tf), torch_dataset(data, "eval", eval_tf)), collate_pixels
+    else:
+        datasets, collate = (torch_dataset(data, "train"), torch_dataset(data, "eval")), classifier.collate
+    common = dict(collate_fn=collate, num_workers=workers, pin_memory=torch.cuda.is_available(),
+                  persistent_workers=workers > 0)
+    g = torch.Generator().manual_seed(seed)
+    stream = isinstance(datasets[0], torch.utils.data.IterableDataset)  # shuffled by its own buffer
+    train_loader = torch.utils.data.DataLoader(datasets[0], batch_size=batch_size, shuffle=not stream,
+                                               generator=None if stream else g,
+                                               drop_last=len(datasets[0]) > batch_size, **common)
+    eval_loader = torch.utils.data.DataLoader(datasets[1], batch_size=max(64, batch_size), **common)
+    return train_loader, eval_loader

@@ -34,7 +34,8 @@ def test_image_folder_with_no_options_then_predict_and_evaluate(tmp_path, capsys
     (tmp_path / "faces" / "face" / "README.txt").write_text("not an image")  # ignored, counted in the log
     (tmp_path / "faces" / "not_face" / "cut.jpg").write_bytes(b"\xff\xd8 truncated")  # skipped, counted
     out = tmp_path / "run"
-    assert main(["train", "--dataset", str(tmp_path / "faces"), "--output-dir", str(out)]) == 0
+    # no options but --epochs 1: the defaults are the model's own (224 px, timm's augmentation)
+    assert main(["train", "--dataset", str(tmp_path / "faces"), "--output-dir", str(out), "--epochs", "1"]) == 0
     m = _metrics(out)
     assert m["train_examples"] + m["eval_examples"] == total == 20  # every example used
     assert m["eval_examples"] == 2  # 10% of each class held out
@@ -44,7 +45,7 @@ def test_image_folder_with_no_options_then_predict_and_evaluate(tmp_path, capsys
     assert m["args"]["dataset"] == str(tmp_path / "faces") and m["args"]["lr"] == 1e-3
     assert yaml.safe_load((out / "args.yaml").read_text())["dataset"] == str(tmp_path / "faces")
     config = json.loads((out / "checkpoint-best" / "config.json").read_text())
-    assert config["label_names"] == ["face", "not_face"] and config["pretrained_cfg"]["input_size"] == [3, 64, 64]
+    assert config["label_names"] == ["face", "not_face"] and config["pretrained_cfg"]["input_size"] == [3, 224, 224]
     log = capsys.readouterr().out
     assert "ignored 1 entr(ies)" in log and "skipped 1 unreadable image file(s)" in log and "cut.jpg" in log
 
@@ -420,3 +421,37 @@ def test_fixed_size_models_take_their_own_size(tmp_path):
     back = load_classifier(tmp_path / "ckpt")
     assert back.collate.size == (224, 224) and back.class_names == ("a", "b")
     assert input_size(str(tmp_path / "ckpt"), 64) == 224
+
+
+def test_data_at_real_size_commands_run_as_documented(tmp_path, monkeypatch):
+    """The commands of the docs' "Data at real size" block: the model's size and augmentation, timm's
+    --aa / --reprob with workers, a streamed hf: data set (small budgets appended)."""
+    import re
+    from pathlib import Path
+
+    from datasets import ClassLabel, Dataset, DatasetDict, Features, Image as HFImage
+
+    monkeypatch.chdir(tmp_path)
+    ud.image_folder(tmp_path / "photos", {"cat": 6, "dog": 6})
+    feats = Features({"image": HFImage(), "label": ClassLabel(names=["a", "b"])})
+    rows = lambda n: Dataset.from_dict({"image": [ud.image(i % 2, seed=i) for i in range(n)],  # noqa: E731
+                                        "label": [i % 2 for i in range(n)]}, features=feats)
+    DatasetDict({"train": rows(8), "validation": rows(4)}).save_to_disk("big_saved_dataset")
+    page = (Path(__file__).resolve().parent.parent / "docs" / "training.md").read_text()
+    section = page.split("### Data at real size", 1)[1].split("\n## ", 1)[0]
+    block = re.search(r"```bash\n(.*?)```", section, re.S).group(1)
+    commands = [line.split("#")[0].split() for line in block.strip().splitlines()]
+    assert len(commands) == 3 and all(c[:2] == ["hf-multimix", "train"] for c in commands)
+    budget = ["--epochs", "1", "--batch-size", "4", "--no-progress", "--method", "erm", "--max-steps-per-epoch", "2"]
+    for command in commands:
+        argv = command[1:] + budget
+        if not any("photos_224" in token for token in command):  # the others small: a tiny timm model, 16 px
+            argv += ["--model", "resnet10t", "--image-size", "16"]
+        assert main(argv) == 0, argv
+    m = _metrics(tmp_path / "runs" / "photos_224")
+    assert json.loads((tmp_path / "runs" / "photos_224" / "checkpoint-best" / "config.json").read_text())[
+        "pretrained_cfg"]["input_size"] == [3, 224, 224]
+    assert any("images at 224 px, training with the model's augmentation" in n for n in m["data_notes"])
+    assert _metrics(tmp_path / "runs" / "photos_aa")["args"]["reprob"] == 0.25
+    assert (_metrics(tmp_path / "runs" / "stream")["train_examples"], _metrics(tmp_path / "runs" / "stream")[
+        "eval_examples"]) == (8, 4)

@@ -3,12 +3,12 @@
 Everything loads into a ``ClassificationData`` (``train`` / optional ``eval``
 ``Split`` objects of uint8 images or texts with int64 labels). Typical use::
 
-    from hf_multimix.data import load_data, split, torch_dataset, ImageCollator
+    from hf_multimix.data import collate_pixels, default_workers, image_transform, load_data, load_splits, split, torch_dataset
 
     data = split(load_data("mnist"), train_per_class=50, seed=0)   # 500 train / 4500 eval
-    data = load_splits("photos/")          # train/ + val/ as given, or 10% of each class held out
-    train_ds = torch_dataset(data, "train")
-    collate = ImageCollator(224, mean=(0.5,) * 3, std=(0.5,) * 3)
+    data = load_splits("photos/")          # indexed (nothing decoded): train/ + val/, or 10% of each class held out
+    train_ds = torch_dataset(data, "train", image_transform(cfg, is_training=True))  # decoded in the workers
+    loader = DataLoader(train_ds, batch_size=64, num_workers=default_workers(), collate_fn=collate_pixels)
 """
 
 from __future__ import annotations
@@ -18,9 +18,32 @@ from typing import Any, Callable
 
 from .base import ClassificationData, Split, flip_labels, split
 from .embedded import TWEETS_CLASS_NAMES, digits, mnist, tweets, tweets_csv_path
-from .files import IMAGE_EXTENSIONS, from_hf, hf_dataset, image_folder, text_csv
-from .sources import DEFAULT_VAL_SPLIT, DEMO_CAPS, load_source, load_splits
-from .torch_data import ImageCollator, ImageDataset, TextCollator, TextDataset, torch_dataset
+from .files import (
+    IMAGE_EXTENSIONS,
+    CsvTexts,
+    HFImages,
+    ImageFiles,
+    StreamingSplit,
+    from_hf,
+    hf_dataset,
+    image_folder,
+    streaming_from_hf,
+    text_csv,
+)
+from .sources import DEFAULT_VAL_SPLIT, DEMO_CAPS, DEMO_IMAGE_SIZE, load_source, load_splits
+from .torch_data import (
+    ImageCollator,
+    ImageDataset,
+    SkipCounter,
+    StreamingDataset,
+    TextCollator,
+    TextDataset,
+    collate_pixels,
+    default_workers,
+    fit_max_length,
+    torch_dataset,
+)
+from .transforms import Augmentation, image_transform
 
 __all__ = [
     "ClassificationData",
@@ -32,6 +55,7 @@ __all__ = [
     "load_source",
     "DEFAULT_VAL_SPLIT",
     "DEMO_CAPS",
+    "DEMO_IMAGE_SIZE",
     "EMBEDDED_DATASETS",
     "mnist",
     "digits",
@@ -43,7 +67,19 @@ __all__ = [
     "hf_dataset",
     "from_hf",
     "IMAGE_EXTENSIONS",
+    "ImageFiles",
+    "CsvTexts",
+    "HFImages",
     "ImageDataset",
+    "SkipCounter",
+    "StreamingSplit",
+    "StreamingDataset",
+    "streaming_from_hf",
+    "collate_pixels",
+    "default_workers",
+    "fit_max_length",
+    "Augmentation",
+    "image_transform",
     "TextDataset",
     "torch_dataset",
     "ImageCollator",

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Literal, Sequence, Union
+from typing import Any, Literal, Sequence, Union
 
 import numpy as np
 
 Modality = Literal["image", "text"]
-Inputs = Union[np.ndarray, list]
-"""uint8 images ``[N, H, W]`` (grayscale) or ``[N, H, W, C]`` (C = 3), or texts ``list[str]``."""
+Inputs = Union[np.ndarray, list, Any]
+"""uint8 images ``[N, H, W]`` (grayscale) or ``[N, H, W, C]`` (C = 3), texts ``list[str]``, or a
+sequence read on demand (``ImageFiles``, Hugging Face rows) whose ``[i]`` is one uint8 image and
+which has ``subset(indices)`` and ``concat(other)``."""
 
 
 @dataclass(frozen=True)
@@ -17,7 +19,8 @@ class Split:
     """One split: inputs and int64 labels of the same length.
 
     Attributes:
-        inputs: uint8 ndarray ``[N, H, W]`` / ``[N, H, W, 3]`` for images, ``list[str]`` for texts.
+        inputs: uint8 ndarray ``[N, H, W]`` / ``[N, H, W, 3]`` for images (or a sequence that decodes
+            them on demand, see :data:`Inputs`), ``list[str]`` for texts.
         labels: int64 ndarray ``[N]`` with values in ``[0, num_classes)``.
     """
 
@@ -40,8 +43,10 @@ class Split:
     def subset(self, indices: Sequence[int] | np.ndarray) -> "Split":
         """Rows ``indices`` (in the given order) as a new split."""
         idx = np.asarray(indices, dtype=np.int64)
-        if isinstance(self.inputs, np.ndarray):
-            inputs: Inputs = self.inputs[idx]
+        if hasattr(self.inputs, "subset"):  # read on demand: only the index is subset
+            inputs: Inputs = self.inputs.subset(idx)
+        elif isinstance(self.inputs, np.ndarray):
+            inputs = self.inputs[idx]
         else:
             inputs = [self.inputs[i] for i in idx]
         return Split(inputs, self.labels[idx])
@@ -80,7 +85,7 @@ class ClassificationData:
             raise ValueError(f"modality must be 'image' or 'text', got {self.modality!r}")
         object.__setattr__(self, "class_names", tuple(str(c) for c in self.class_names))
         for part_name, part in (("train", self.train), ("eval", self.eval)):
-            if part is None or len(part) == 0:
+            if part is None or not hasattr(part, "labels") or len(part) == 0:  # a stream: labels read as it goes
                 continue
             lo, hi = int(part.labels.min()), int(part.labels.max())
             if lo < 0 or hi >= self.num_classes:
@@ -102,6 +107,8 @@ class ClassificationData:
 
 
 def _concat(a: Split, b: Split) -> Split:
+    if hasattr(a.inputs, "concat") and type(a.inputs) is type(b.inputs):
+        return Split(a.inputs.concat(b.inputs), np.concatenate([a.labels, b.labels]))
     if isinstance(a.inputs, np.ndarray) and isinstance(b.inputs, np.ndarray):
         inputs: Inputs = np.concatenate([a.inputs, b.inputs])
     else:

@@ -23,15 +23,20 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .base import ClassificationData, Split, split
+from .base import ClassificationData, Split, _concat, split
 from .embedded import digits, mnist, tweets
 from .files import hf_dataset, image_folder, text_csv
 
-__all__ = ["DEFAULT_VAL_SPLIT", "DEMO_CAPS", "evaluation_split", "is_embedded", "load_source", "load_splits", "relabel"]
+__all__ = ["DEFAULT_VAL_SPLIT", "DEMO_CAPS", "DEMO_IMAGE_SIZE", "evaluation_split", "is_embedded", "load_source", "load_splits", "relabel"]
 
 DEFAULT_VAL_SPLIT = 0.1
 """Fraction of each class held out when a source has no evaluation split (timm and the
 Hugging Face examples use 0.1 as well)."""
+
+DEMO_IMAGE_SIZE = 64
+"""Image size of runs on the embedded demo digits (28x28 MNIST, 8x8 digits), which train without
+augmentation: the README main job stays about a minute on a CPU. Other data default to the model's
+pretrained input size."""
 
 DEMO_CAPS: dict[str, int] = {"train_per_class": 100, "max_eval": 1000}
 """Size of a run on an embedded demo data set when no split option is given (about a minute on a CPU)."""
@@ -44,11 +49,14 @@ def is_embedded(name: str | Path) -> bool:
     return isinstance(name, str) and name.strip().lower() in _EMBEDDED
 
 
-def load_source(name_or_path: str | Path, image_size: int | None = None) -> ClassificationData:
+def load_source(name_or_path: str | Path, image_size: int | None = None, lazy: bool = False,
+                streaming: bool = False) -> ClassificationData:
     """One data source as loaded (own evaluation split kept, nothing held out yet).
 
-    Image folders and Hugging Face image datasets are resized to ``image_size`` on load, and
-    unreadable image files are skipped (counted in ``notes``).
+    Image folders and Hugging Face image datasets are resized to ``image_size`` when decoded, and
+    image files whose header cannot be read are skipped (counted in ``notes``). With ``lazy`` they
+    are only indexed (:class:`~hf_multimix.data.files.ImageFiles`, Arrow rows): nothing is decoded.
+    ``streaming`` reads a Hugging Face data set as ``IterableDataset`` streams (``hf:`` sources only).
 
     Raises:
         ValueError: an unknown name, or bad content (the message says what to change).
@@ -57,15 +65,20 @@ def load_source(name_or_path: str | Path, image_size: int | None = None) -> Clas
     from . import load_data
 
     text = str(name_or_path).strip()
+    if streaming and not text.lower().startswith("hf:"):
+        raise ValueError(f"--streaming reads Hugging Face data sets (hf:<name or save_to_disk folder>); "
+                         f"{text!r} is not one: drop --streaming (folders and CSVs are indexed, never held whole)")
+    if streaming:
+        return hf_dataset(text[3:].strip(), image_size=image_size, streaming=True)
     if is_embedded(text):
         return _EMBEDDED[text.lower()]()
     if text.lower().startswith("hf:"):
-        return hf_dataset(text[3:].strip(), image_size=image_size)
+        return hf_dataset(text[3:].strip(), image_size=image_size, lazy=lazy)
     path = Path(text).expanduser()
     if path.is_dir():
-        return image_folder(path, image_size=image_size, skip_unreadable=True)
+        return image_folder(path, image_size=image_size, skip_unreadable=True, lazy=lazy)
     if path.suffix.lower() in (".csv", ".tsv"):
-        return text_csv(path)
+        return text_csv(path, lazy=lazy)
     return load_data(text)  # raises the error that lists the valid choices
 
 
@@ -88,6 +101,8 @@ def relabel(part: Split, names: Sequence[str], class_names: Sequence[str], where
 
 def _pooled(data: ClassificationData) -> Split:
     """Train and eval of ``data`` as one split."""
+    if data.eval is not None and hasattr(data.train.inputs, "concat"):
+        return _concat(data.train, data.eval)
     parts = [data.train] + ([data.eval] if data.eval is not None else [])
     inputs: Any
     if all(isinstance(p.inputs, np.ndarray) for p in parts) and len({p.inputs.shape[1:] for p in parts}) == 1:
@@ -123,6 +138,8 @@ def load_splits(
     max_eval: int | None = None,
     seed: int = 0,
     image_size: int | None = None,
+    lazy: bool = True,
+    streaming: bool = False,
 ) -> ClassificationData:
     """The training and evaluation splits of a run.
 
@@ -136,7 +153,12 @@ def load_splits(
             evaluation split: exactly that many per class train and the rest is evaluated on.
         max_eval: Cap on evaluation examples (a random subset, drawn with ``seed``).
         seed: Seed of every random choice; the same seed gives the same splits.
-        image_size: Images are resized to this size on load (image folders, Hugging Face).
+        image_size: Images are resized to this size when decoded (image folders, Hugging Face);
+            None keeps each file's size (the model's transforms resize).
+        lazy: Image folders and Hugging Face images are indexed, not decoded (their inputs read
+            each image on demand, in the DataLoader's workers); the embedded demo data stay in memory.
+        streaming: read a Hugging Face data set (``hf:``) as streams: it needs its own evaluation
+            split, and takes no option that splits or caps per class (``max_eval`` takes the first rows).
 
     Returns:
         ``ClassificationData`` with ``train`` and ``eval`` set; ``notes`` says where each came from.
@@ -151,7 +173,17 @@ def load_splits(
     """
     if val_split is not None and not 0.0 < val_split < 1.0:
         raise ValueError(f"--val-split must be in (0, 1), got {val_split}; e.g. 0.1 holds out 10% of each class")
-    data = load_source(dataset, image_size)
+    if streaming:
+        given = [flag for flag, value in (("--val-dataset", val_dataset), ("--val-split", val_split),
+                                          ("--train-per-class", train_per_class)) if value is not None]
+        if given:
+            raise ValueError(f"--streaming reads the data as a stream, which cannot be split or capped per class; "
+                             f"drop {', '.join(given)} or --streaming")
+        data = load_source(dataset, image_size, streaming=True)
+        if max_eval:
+            data = replace(data, eval=data.eval.take(max_eval))
+        return data
+    data = load_source(dataset, image_size, lazy)
     notes = list(data.notes)
     if val_dataset is not None:
         if data.eval is not None:
@@ -159,7 +191,7 @@ def load_splits(
                 f"{str(dataset)!r} has its own evaluation split; drop --val-dataset or point --dataset at the "
                 "training part only"
             )
-        extra = load_source(val_dataset, image_size)
+        extra = load_source(val_dataset, image_size, lazy)
         if extra.modality != data.modality:
             raise ValueError(f"--val-dataset {str(val_dataset)!r} holds {extra.modality} but --dataset holds "
                              f"{data.modality}; give data of the same kind")

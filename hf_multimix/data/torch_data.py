@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+import warnings
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -11,23 +12,135 @@ from torch.utils.data import Dataset
 
 from .base import ClassificationData, Split
 
-__all__ = ["ImageDataset", "TextDataset", "torch_dataset", "ImageCollator", "TextCollator"]
+__all__ = ["ImageDataset", "TextDataset", "torch_dataset", "ImageCollator", "TextCollator", "SkipCounter",
+           "collate_pixels", "default_workers", "fit_max_length", "StreamingDataset"]
+
+
+class SkipCounter:
+    """How many examples failed to decode, counted across DataLoader worker processes.
+
+    A ``multiprocessing.Value`` that the workers inherit, so the main process reads the total.
+    """
+
+    def __init__(self) -> None:
+        import multiprocessing
+
+        self._value = multiprocessing.Value("q", 0)
+        self._first: str | None = None  # the first failure seen in this process
+
+    def add(self, where: str, error: Exception) -> None:
+        with self._value.get_lock():
+            self._value.value += 1
+            first = self._value.value == 1
+        if first or self._first is None:
+            self._first = f"{where}: {error}"
+            warnings.warn(f"skipped an unreadable example ({where}: {error}); training goes on, the count is "
+                          "reported in metrics.json (skipped_files)", RuntimeWarning, stacklevel=2)
+
+    @property
+    def value(self) -> int:
+        return int(self._value.value)
+
+    def __getstate__(self) -> dict[str, Any]:  # workers started by pickling (spawn) share the same Value
+        return {"_value": self._value, "_first": None}
 
 
 class ImageDataset(Dataset):
-    """Items ``{"image": uint8 ndarray [H, W] or [H, W, C], "label": int}`` of an image split."""
+    """Items of an image split: ``{"image": uint8 [H, W] or [H, W, C], "label": int}``, or with a
+    ``transform`` (a torchvision / timm transform of a PIL RGB image) ``{"pixel_values": float [3, H, W],
+    "label": int}``.
 
-    def __init__(self, split: Split) -> None:
+    Images read on demand (:class:`~hf_multimix.data.files.ImageFiles`) are decoded here, in the
+    DataLoader's workers. An example that fails to decode is skipped: the item is None (the
+    collators drop it) and :attr:`skipped` counts it over all workers.
+    """
+
+    def __init__(self, split: Split, transform: Callable[[Any], torch.Tensor] | None = None) -> None:
         x = split.inputs
-        if not isinstance(x, np.ndarray) or x.dtype != np.uint8 or x.ndim not in (3, 4):
-            raise ValueError("ImageDataset needs uint8 images [N, H, W] or [N, H, W, C]; is this text data?")
-        self.split = split
+        in_memory = isinstance(x, np.ndarray) and x.dtype == np.uint8 and x.ndim in (3, 4)
+        if not in_memory and not hasattr(x, "image"):
+            raise ValueError("ImageDataset needs uint8 images [N, H, W] or [N, H, W, C] (or ImageFiles); "
+                             "is this text data?")
+        self.split, self.transform = split, transform
+        self.skipped = SkipCounter()
 
     def __len__(self) -> int:
         return len(self.split)
 
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        return {"image": self.split.inputs[i], "label": int(self.split.labels[i])}
+    def __getitem__(self, i: int) -> dict[str, Any] | None:
+        inputs, label = self.split.inputs, int(self.split.labels[i])
+        try:
+            image = inputs[i]
+        except Exception as e:  # noqa: BLE001 - any decoding error of one file must not end a long run
+            self.skipped.add(inputs.paths[i] if hasattr(inputs, "paths") else f"example {i}", e)
+            return None
+        if self.transform is None:
+            return {"image": image, "label": label}
+        from PIL import Image
+
+        pil = Image.fromarray(image)
+        return {"pixel_values": self.transform(pil if pil.mode == "RGB" else pil.convert("RGB")), "label": label}
+
+
+class StreamingDataset(torch.utils.data.IterableDataset):
+    """Items of a :class:`~hf_multimix.data.files.StreamingSplit`, as :class:`ImageDataset` /
+    :class:`TextDataset` give them, read from the stream in the DataLoader's workers (each reads its
+    own shards). With ``shuffle_buffer`` the training stream is shuffled through a buffer of that many
+    rows, with a new order each epoch. A row that fails to decode, or whose text is missing (a stream
+    cannot be checked up front), is skipped and counted in :attr:`skipped`."""
+
+    def __init__(self, split: Any, transform: Callable[[Any], torch.Tensor] | None = None,
+                 shuffle_buffer: int = 0, seed: int = 0) -> None:
+        self.split, self.transform, self.shuffle_buffer, self.seed = split, transform, shuffle_buffer, seed
+        self.skipped = SkipCounter()
+        self._epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __iter__(self):
+        from PIL import Image
+
+        from .files import to_mode
+
+        stream = self.split.dataset
+        if self.shuffle_buffer:
+            stream = stream.shuffle(seed=self.seed, buffer_size=self.shuffle_buffer)
+            stream.set_epoch(self._epoch)
+        self._epoch += 1
+        column = self.split.input_column
+        for n, row in enumerate(stream):
+            try:
+                label = self.split.label_of(row)
+                value = row[column]
+                if self.split.modality == "text":
+                    if value is None or not str(value).strip():
+                        raise ValueError(f"missing or empty {column!r}")
+                    yield {"text": str(value), "label": label}
+                    continue
+                img = value if isinstance(value, Image.Image) else Image.fromarray(np.asarray(value, dtype=np.uint8))
+                image = np.asarray(to_mode(img, self.split.mode), dtype=np.uint8)
+            except Exception as e:  # noqa: BLE001 - one bad row must not end a long run
+                self.skipped.add(f"row {n} of the stream", e)
+                continue
+            if self.transform is None:
+                yield {"image": image, "label": label}
+            else:
+                yield {"pixel_values": self.transform(Image.fromarray(image).convert("RGB")), "label": label}
+
+
+def collate_pixels(items: Sequence[dict[str, Any] | None]) -> dict[str, torch.Tensor] | None:
+    """Stack transformed images (``ImageDataset`` with a ``transform``); skipped (None) items are dropped.
+
+    Returns:
+        ``{"pixel_values": float32 [B, 3, H, W], "labels": int64 [B]}``, or None when every item of the
+        batch was skipped (the training loop passes over it).
+    """
+    kept = [it for it in items if it is not None]
+    if not kept:
+        return None
+    return {"pixel_values": torch.stack([it["pixel_values"] for it in kept]),
+            "labels": torch.tensor([int(it["label"]) for it in kept], dtype=torch.int64)}
 
 
 class TextDataset(Dataset):
@@ -45,14 +158,19 @@ class TextDataset(Dataset):
         return {"text": str(self.split.inputs[i]), "label": int(self.split.labels[i])}
 
 
-def torch_dataset(data: ClassificationData, which: str = "train") -> ImageDataset | TextDataset:
-    """The ``train`` or ``eval`` split of ``data`` as an :class:`ImageDataset` or :class:`TextDataset`."""
+def torch_dataset(data: ClassificationData, which: str = "train",
+                  transform: Callable[[Any], torch.Tensor] | None = None) -> Dataset:
+    """The ``train`` or ``eval`` split of ``data`` as an :class:`ImageDataset` (with ``transform``, if
+    given) or :class:`TextDataset`, or a :class:`StreamingDataset` for a streamed split (the training
+    stream shuffled through a buffer of 1,000 rows)."""
     if which not in ("train", "eval"):
         raise ValueError(f"which must be 'train' or 'eval', got {which!r}")
     part = getattr(data, which)
     if part is None:
         raise ValueError(f"{data.name!r} has no eval split; make one with hf_multimix.data.split(data, ...)")
-    return ImageDataset(part) if data.modality == "image" else TextDataset(part)
+    if not hasattr(part, "labels"):  # a StreamingSplit
+        return StreamingDataset(part, transform, shuffle_buffer=1000 if which == "train" else 0)
+    return ImageDataset(part, transform) if data.modality == "image" else TextDataset(part)
 
 
 class ImageCollator:
@@ -115,9 +233,12 @@ class ImageCollator:
             x = x[:3]
         return x
 
-    def __call__(self, items: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    def __call__(self, items: Sequence[dict[str, Any] | None]) -> dict[str, torch.Tensor] | None:
         if not items:
             raise ValueError("empty batch")
+        items = [it for it in items if it is not None]  # examples that failed to decode
+        if not items:
+            return None
         tensors = [self._to_tensor(it["image"]) for it in items]
         if len({t.shape for t in tensors}) == 1:
             x = torch.stack(tensors)
@@ -180,3 +301,35 @@ class TextCollator:
             "attention_mask": enc["attention_mask"].long(),
             "labels": torch.tensor([int(it["label"]) for it in items], dtype=torch.int64),
         }
+
+
+def default_workers() -> int:
+    """DataLoader workers by default: one core left to the training process, at most 8 (timm's
+    train.py defaults to 4; more rarely helps one GPU). 0 (decode in the main process) on one core."""
+    import os
+
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(0, min(8, cores - 1))
+
+
+def fit_max_length(tokenizer: Any, texts: Sequence[str], cap: int, percentile: float = 99.0,
+                   sample: int = 2000, seed: int = 0) -> int:
+    """Tokens per text that fit the data: the ``percentile`` of token lengths (special tokens included)
+    over a random ``sample`` of ``texts``, rounded up to a multiple of 8, at most ``cap`` (the model's
+    positions) and at least 8.
+
+    Example:
+        >>> fit_max_length(tokenizer, ["a short text", "another one"], cap=512)   # doctest: +SKIP
+        8
+    """
+    if not len(texts):
+        return min(cap, 8)
+    rng = np.random.default_rng(seed)
+    idx = rng.choice(len(texts), min(sample, len(texts)), replace=False)
+    lengths = [len(ids) for ids in tokenizer([str(texts[int(i)]) for i in idx], truncation=True,
+                                              max_length=cap)["input_ids"]]
+    fit = int(np.ceil(np.percentile(lengths, percentile) / 8.0) * 8)
+    return int(max(min(8, cap), min(cap, fit)))
