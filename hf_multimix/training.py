@@ -755,7 +755,7 @@ def make_loaders(data: Any, classifier: Any, batch_size: int, workers: int | Non
     `hf_multimix.data.default_workers()`) with the model's own preprocessing
     (`hf_multimix.models.image_transforms`: timm's `create_transform`, or torchvision v2 for Hugging
     Face models; `augmentation` trains); texts are tokenised per batch by the classifier's collator.
-    Memory pinned when CUDA is there, workers kept between epochs. An image that fails to decode is
+    Memory pinned when CUDA is there; workers restart each epoch, so resume is exact. An image that fails to decode is
     skipped; `loader.dataset.skipped.value` counts them.
     """
     from .data import collate_pixels, default_workers, torch_dataset
@@ -767,8 +767,10 @@ def make_loaders(data: Any, classifier: Any, batch_size: int, workers: int | Non
         datasets, collate = (torch_dataset(data, "train", train_tf), torch_dataset(data, "eval", eval_tf)), collate_pixels
     else:
         datasets, collate = (torch_dataset(data, "train"), torch_dataset(data, "eval")), classifier.collate
-    common = dict(collate_fn=collate, num_workers=workers, pin_memory=torch.cuda.is_available(),
-                  persistent_workers=workers > 0)
+    # Workers start anew each epoch (not persistent): each epoch's iterator then draws the workers'
+    # seed and the shuffle from `g` in the same order, so a run resumed at an epoch boundary (with
+    # `g`'s saved state) loads and augments exactly what the uninterrupted run did.
+    common = dict(collate_fn=collate, num_workers=workers, pin_memory=torch.cuda.is_available())
     g = torch.Generator().manual_seed(seed)
     stream = isinstance(datasets[0], torch.utils.data.IterableDataset)  # shuffled by its own buffer
     train_loader = torch.utils.data.DataLoader(datasets[0], batch_size=batch_size, shuffle=not stream,
