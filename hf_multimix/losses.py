@@ -139,8 +139,8 @@ def _targets(targets: Tensor, num_classes: int, label_smoothing: float, task: st
     formula of single-label smoothing and of timm's `BinaryCrossEntropy`."""
     if not is_multi_label(task):
         return one_hot_targets(targets, num_classes, label_smoothing, validate=validate)
-    if validate:
-        check_targets(targets, targets.shape[0], num_classes, multi_label=True)
+    # The shape against the classifier's classes always (no sync), the values when asked.
+    check_targets(targets, targets.shape[0], num_classes, multi_label=True, values=validate)
     y = targets.to(torch.promote_types(targets.dtype, torch.float32))
     return y * (1.0 - label_smoothing) + label_smoothing / num_classes if label_smoothing > 0 else y
 

@@ -164,13 +164,14 @@ class MultiMixTask(ClassificationTask):
         super().__init__(head, criterion, device=device, dtype=dtype, verbose=verbose, **extra)
         multi_label = head.task == "multi_label"
         bce = _bce_smoothing(self.criterion)
+        name = getattr(self.criterion, "__name__", None) or type(self.criterion).__name__
         if bce is not None and not multi_label:
             raise ValueError(
-                "MultiMixTask got a binary cross-entropy criterion (train.py --bce-loss) for a single-label head; "
-                "pass task='multi_label' to train MultiMix with binary cross-entropy, or use a softmax cross-entropy."
+                f"MultiMixTask trains a single-label head with softmax cross-entropy, so it cannot use the criterion "
+                f"{name}: drop --bce-loss in train.py, or pass task='multi_label' for MultiMix with binary "
+                "cross-entropy (as --bce-loss)."
             )
         if multi_label and bce is None:
-            name = getattr(self.criterion, "__name__", None) or type(self.criterion).__name__
             raise ValueError(
                 f"MultiMixTask(task='multi_label') trains with binary cross-entropy, so it cannot use the criterion "
                 f"{name}. Pass nn.BCEWithLogitsLoss() or timm's BinaryCrossEntropy (train.py --bce-loss) without "
@@ -180,7 +181,6 @@ class MultiMixTask(ClassificationTask):
         self._bce_smoothing = bce if multi_label else None
         smoothing = 0.0 if multi_label else _criterion_smoothing(self.criterion)
         if smoothing is None:
-            name = getattr(self.criterion, "__name__", None) or type(self.criterion).__name__
             raise ValueError(
                 f"MultiMixTask trains with MultiMix's soft-target cross-entropy (no class weights, no "
                 f"ignore_index), so it cannot use the criterion {name}. Pass nn.CrossEntropyLoss, "
