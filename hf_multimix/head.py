@@ -351,15 +351,18 @@ _PROBLEM_TASKS = {"single_label_classification": "single_label", "multi_label_cl
 
 
 def _resolve_task(cfg: MultiMixConfig, model: nn.Module) -> MultiMixConfig:
-    """`cfg` with its task decided: the model's `config.problem_type` when `task` is None
-    (single-label for models without one), refusing a task that contradicts it."""
+    """`cfg` with the model's task: `task=None` becomes `"multi_label"` for a model with
+    `config.problem_type="multi_label_classification"` and stays None (single-label) otherwise,
+    so a single-label head keeps the config it was given; a task that contradicts the model's
+    `problem_type` is refused."""
     problem = getattr(getattr(model, "config", None), "problem_type", None)
     model_task = _PROBLEM_TASKS.get(problem) if isinstance(problem, str) else None
     if cfg.task is None:
-        task = model_task or "single_label"
-        logger.info("MultiMixHead: task=%r (from config.problem_type=%r)", task, problem)
-        return cfg.replace(task=task)
-    if model_task is not None and model_task != cfg.task:
+        if model_task != "multi_label":
+            return cfg
+        logger.info("MultiMixHead: task='multi_label' (from config.problem_type=%r)", problem)
+        return cfg.replace(task="multi_label")
+    if model_task is not None and model_task != cfg.task:  # (None is single-label, checked above)
         raise ValueError(
             f"task={cfg.task!r} contradicts the model's config.problem_type={problem!r}; leave task=None to "
             f"follow the model, or set model.config.problem_type to match."

@@ -217,7 +217,7 @@ def test_head_task_follows_the_model_and_refuses_a_contradiction():
     with pytest.raises(ValueError, match=r"task='single_label' contradicts the model's config.problem_type="
                                          r"'multi_label_classification'"):
         MultiMixHead(model, task="single_label")
-    assert MultiMixHead(_model("timm")).task == "single_label"  # timm models opt in
+    assert MultiMixHead(_model("timm")).task is None  # single-label: timm models opt in
     head = MultiMixHead(model)
     head.multimix_config = MultiMixConfig(n=7)  # task None: the model's, as at construction
     assert head.task == "multi_label" and head.n == 7
