@@ -151,8 +151,8 @@ class MultiMixHead(nn.Module):
     def multimix_config(self, config: MultiMixConfig) -> None:
         if not isinstance(config, MultiMixConfig):
             raise TypeError(f"multimix_config must be a MultiMixConfig, got {type(config).__name__}.")
-        if config.task is None:  # the model's task, as at construction
-            config = config.replace(task=self._config.task)
+        if config.task is None or (config.task == "multi_label") == (self._config.task == "multi_label"):
+            config = config.replace(task=self._config.task)  # None: the model's, as at construction
         fixed = ["dense", "attention", "teacher", "task"] + (["distill_weight"] if self.teacher_model is not None else [])
         changed = [name for name in fixed if getattr(config, name) != getattr(self._config, name)]
         if changed:

@@ -223,6 +223,11 @@ def test_head_task_follows_the_model_and_refuses_a_contradiction():
     assert head.task == "multi_label" and head.n == 7
     with pytest.raises(ValueError, match=r"\['task'\] decide what MultiMixHead builds"):
         head.multimix_config = MultiMixConfig(task="single_label")
+    single = MultiMixHead(_model("timm"))
+    single.multimix_config = MultiMixConfig(task="single_label", n=5)  # the same task as None
+    assert single.n == 5 and single.task is None
+    with pytest.raises(ValueError, match=r"\['task'\] decide what MultiMixHead builds"):
+        single.multimix_config = MultiMixConfig(task="multi_label")
 
 
 @pytest.mark.parametrize(
