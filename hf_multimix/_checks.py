@@ -69,14 +69,20 @@ def check_rank(t: Tensor, rank: int, name: str, shape: str) -> None:
 
 
 def check_targets(
-    y: Tensor, m: int, num_classes: int | None = None, *, name: str = "targets", values: bool = True
+    y: Tensor, m: int, num_classes: int | None = None, *, name: str = "targets", values: bool = True,
+    multi_label: bool = False,
 ) -> None:
-    """`y` is `[m]` integer class ids or `[m, c]` probabilities.
+    """`y` is `[m]` integer class ids or `[m, c]` probabilities; with `multi_label`, float
+    multi-hot `[m, c]`.
 
     With `values` (one reduction and one host sync) class ids must lie in `[0, num_classes)` and
-    probability rows must be non-negative and sum to 1; without it only shapes and dtypes are
-    checked (no sync), for callers that checked the values already.
+    probability rows must be non-negative and sum to 1 (multi-hot entries: finite, in `[0, 1]`,
+    rows summing to anything); without it only shapes and dtypes are checked (no sync), for
+    callers that checked the values already.
     """
+    if multi_label:
+        _check_multi_hot(y, m, num_classes, name, values)
+        return
     if not isinstance(y, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor ([m] class ids or [m, c] probabilities), got {type(y).__name__}.")
     if y.dim() not in (1, 2):
@@ -114,6 +120,36 @@ def check_targets(
             )
         if values:
             check_distributions(y, 1, name, "probability rows", _targets_fix(name))
+
+
+def _check_multi_hot(y: Tensor, m: int, num_classes: int | None, name: str, values: bool) -> None:
+    shape = f"[m, c] = [{m}, {num_classes if num_classes is not None else 'c'}]"
+    if not isinstance(y, Tensor):
+        raise TypeError(f"multi-label {name} must be a float multi-hot tensor {shape}, got {type(y).__name__}.")
+    if y.dim() != 2 or y.shape[0] != m or (num_classes is not None and y.shape[1] != num_classes):
+        raise ValueError(
+            f"multi-label {name} must be multi-hot {shape} (one row per example, one column per class), got shape "
+            f"{tuple(y.shape)}; e.g. {name} = torch.zeros(m, c); {name}[i, k] = 1 for each class k of example i."
+        )
+    if not y.dtype.is_floating_point:
+        raise TypeError(
+            f"multi-label {name} must be floating point multi-hot {shape}, got dtype {y.dtype}; use {name}.float() "
+            "(as the Hugging Face examples pass them for problem_type='multi_label_classification')."
+        )
+    if values:
+        check_unit_interval(y, f"multi-label {name}", f"pass multi-hot {name} (1 = the class is present, 0 = absent)")
+
+
+def check_unit_interval(p: Tensor, name: str, fix: str) -> None:
+    """Every entry of `p` is finite and in `[0, 1]` (per-class probabilities, multi-hot targets):
+    one reduction and one host sync."""
+    if p.numel() == 0:
+        return
+    bad = ~((p >= 0) & (p <= 1))  # NaN fails both comparisons
+    if not bad.any().item():
+        return
+    at = tuple(bad.nonzero()[0].tolist())
+    raise ValueError(f"{name} must hold values in [0, 1], but entry {_index(at)} is {p[at].item():.4g}; {fix}.")
 
 
 def check_distributions(p: Tensor, dim: int, name: str, what: str, fix: str) -> None:

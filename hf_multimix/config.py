@@ -29,6 +29,9 @@ CONFIG_NAME = "multimix_config.json"
 ATTENTIONS = ("uniform", "pooled", "cam", "cls")
 TEACHERS = ("self", "ema")
 MIXINGS = ("multimix", "pairwise")
+#: What the classifier predicts: one class per example (softmax cross-entropy) or several
+#: (multi-hot targets, per-class binary cross-entropy with logits).
+TASKS = ("single_label", "multi_label")
 
 #: Dirichlet concentration of the interpolation weights. 0.2 won the alpha ablation
 #: (docs/results.md, "Dirichlet alpha": fine-tuning, batch 32, best best-epoch accuracy;
@@ -85,6 +88,11 @@ class MultiMixConfig:
         mix_across_processes: in multi-process training, gather every process's embeddings
             and targets (with autograd) so each mix spans the global batch (beyond the paper,
             which mixes per GPU). Every process then takes the same mix / no-mix decision.
+        task: `"single_label"` (soft-target cross-entropy), `"multi_label"` (float multi-hot
+            targets `[m, c]` mixed with the same weights, binary cross-entropy with logits, as
+            `torch.nn.BCEWithLogitsLoss` and timm's `--bce-loss`), or None: the model's own
+            (`MultiMixHead` reads a Hugging Face `config.problem_type`; anything else is
+            single-label). The losses read None as `"single_label"`.
 
     Example:
         >>> config = MultiMixConfig(n=500, clean_weight=0.0)
@@ -109,6 +117,7 @@ class MultiMixConfig:
     ema_auto_update: bool = True
     chunk_size: int | None = None
     mix_across_processes: bool = False
+    task: str | None = None
 
     def __post_init__(self) -> None:
         self.n = _int(self.n, "n", "the number of mixes per batch, e.g. n=1000")
@@ -118,6 +127,8 @@ class MultiMixConfig:
         self.attention = _choice(self.attention, "attention", ATTENTIONS)
         self.mixing = _choice(self.mixing, "mixing", MIXINGS)
         self.teacher = _choice(self.teacher, "teacher", TEACHERS)
+        if self.task is not None:
+            self.task = _choice(self.task, "task", TASKS)
         self.prob = _float(self.prob, "prob", 0.0, 1.0, "the probability to mix at a step, e.g. prob=1.0")
         self.clean_weight = _float(self.clean_weight, "clean_weight", 0.0, math.inf,
                                    "e.g. clean_weight=1.0 (the default) or 0 (mixed examples only)")
@@ -293,5 +304,6 @@ def _bool(value: Any, name: str) -> bool:
 
 def _choice(value: Any, name: str, choices: tuple[str, ...]) -> str:
     if not isinstance(value, str) or value not in choices:
-        raise ValueError(f"unknown {name} {value!r}; choose one of {choices}.")
+        extra = " (or None: the model's own)" if name == "task" else ""
+        raise ValueError(f"unknown {name} {value!r}; choose one of {choices}{extra}.")
     return value

@@ -25,8 +25,8 @@ from .adapters import BackboneAdapter, find_adapter, unwrap_model
 from .adapters.base import Features, head_dtype, logits_of
 from .distributed import gather_batch, is_distributed
 from .config import CONFIG_FIELDS, MIXINGS, TEACHERS, MultiMixConfig, resolve_config
-from .functional import one_hot_targets, sample_pair_lambda
-from .losses import dense_multimix_loss, multimix_loss, soft_cross_entropy
+from .functional import sample_pair_lambda
+from .losses import clean_loss, dense_multimix_loss, multimix_loss, teacher_probabilities
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ class MultiMixHead(TrainerModelMixin, nn.Module):
                 "MultiMixHead(MultiMixHead(model)): the model is wrapped already; use the head you have, or wrap "
                 "the plain model (head.model)."
             )
-        cfg = resolve_config(config, overrides, "MultiMixHead")
+        cfg = _resolve_task(resolve_config(config, overrides, "MultiMixHead"), model)
         self.adapter = adapter if adapter is not None else find_adapter(model)
         if unwrap_model(self.adapter.model) is not unwrap_model(model):
             raise ValueError("adapter was built for another model: pass adapter=MyAdapter(model) with this model.")
@@ -152,7 +152,9 @@ class MultiMixHead(TrainerModelMixin, nn.Module):
     def multimix_config(self, config: MultiMixConfig) -> None:
         if not isinstance(config, MultiMixConfig):
             raise TypeError(f"multimix_config must be a MultiMixConfig, got {type(config).__name__}.")
-        fixed = ["dense", "attention", "teacher"] + (["distill_weight"] if self.teacher_model is not None else [])
+        if config.task is None or (config.task == "multi_label") == (self._config.task == "multi_label"):
+            config = config.replace(task=self._config.task)  # None: the model's, as at construction
+        fixed = ["dense", "attention", "teacher", "task"] + (["distill_weight"] if self.teacher_model is not None else [])
         changed = [name for name in fixed if getattr(config, name) != getattr(self._config, name)]
         if changed:
             raise ValueError(
@@ -253,8 +255,7 @@ class MultiMixHead(TrainerModelMixin, nn.Module):
                 return out
             logits = logits_of(out)
             self._check_labels(labels, logits.shape[0])
-            y = one_hot_targets(labels, self.num_classes, validate=False)
-            return _with_loss(out, soft_cross_entropy(logits, y).mean())
+            return _with_loss(out, clean_loss(logits, labels, self.num_classes, self._config.task))
         m = self.adapter.batch_size(inputs)
         self._check_labels(labels, m)
         cfg = self._config
@@ -266,8 +267,8 @@ class MultiMixHead(TrainerModelMixin, nn.Module):
         classify = self._classify
         clean_logits = classify(feats.pooled)
         if not mix:
-            y = one_hot_targets(labels, self.num_classes, cfg.label_smoothing, validate=False)
-            return MultiMixOutput(loss=soft_cross_entropy(clean_logits, y).mean(), logits=clean_logits)
+            loss = clean_loss(clean_logits, labels, self.num_classes, cfg.task, cfg.label_smoothing)
+            return MultiMixOutput(loss=loss, logits=clean_logits)
         teacher_probs = self._teacher_probs(inputs, clean_logits)
         mix_logits = clean_logits
         if cfg.mix_across_processes and is_distributed():
@@ -331,7 +332,7 @@ class MultiMixHead(TrainerModelMixin, nn.Module):
                 f"labels have batch size {labels.shape[0] if labels.dim() else 0} but the inputs have {m}: "
                 "pass one label per example."
             )
-        check_targets(labels, m, self.num_classes, name="labels")
+        check_targets(labels, m, self.num_classes, name="labels", multi_label=self._config.task == "multi_label")
 
     def _teacher_probs(self, inputs: dict[str, Any], clean_logits: Tensor) -> Tensor | None:
         if self.distill_weight <= 0:
@@ -343,7 +344,31 @@ class MultiMixHead(TrainerModelMixin, nn.Module):
                 self.update_teacher()  # the weights moved (an optimizer step) since the teacher's last step
             with torch.no_grad():
                 logits = self._teacher_adapter.logits(inputs)
-        return torch.softmax(logits.float() / self.temperature, dim=-1)
+        return teacher_probabilities(logits, self.temperature, self.task)
+
+
+#: Hugging Face `config.problem_type` values and the `MultiMixConfig.task` they select.
+_PROBLEM_TASKS = {"single_label_classification": "single_label", "multi_label_classification": "multi_label"}
+
+
+def _resolve_task(cfg: MultiMixConfig, model: nn.Module) -> MultiMixConfig:
+    """`cfg` with the model's task: `task=None` becomes `"multi_label"` for a model with
+    `config.problem_type="multi_label_classification"` and stays None (single-label) otherwise,
+    so a single-label head keeps the config it was given; a task that contradicts the model's
+    `problem_type` is refused."""
+    problem = getattr(getattr(model, "config", None), "problem_type", None)
+    model_task = _PROBLEM_TASKS.get(problem) if isinstance(problem, str) else None
+    if cfg.task is None:
+        if model_task != "multi_label":
+            return cfg
+        logger.info("MultiMixHead: task='multi_label' (from config.problem_type=%r)", problem)
+        return cfg.replace(task="multi_label")
+    if model_task is not None and model_task != cfg.task:  # (None is single-label, checked above)
+        raise ValueError(
+            f"task={cfg.task!r} contradicts the model's config.problem_type={problem!r}; leave task=None to "
+            f"follow the model, or set model.config.problem_type to match."
+        )
+    return cfg
 
 
 def _config_option(name: str) -> property:

@@ -25,6 +25,7 @@ from ._checks import (
     check_positions,
     check_rank,
     check_targets,
+    check_unit_interval,
 )
 from .config import MultiMixConfig, resolve_config
 from .functional import (
@@ -81,8 +82,73 @@ def distillation_kl(logits: Tensor, teacher: Tensor, temperature: float) -> Tens
     return (torch.xlogy(t, t) - t * F.log_softmax(_wide(logits) / temperature, dim=-1)).sum(dim=-1)
 
 
+def binary_cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
+    """Binary cross-entropy with logits, averaged over the classes (the last dim) as
+    `torch.nn.BCEWithLogitsLoss` averages them, at least float32, no other reduction.
+
+    Args:
+        logits: `[..., c]`.
+        targets: `[..., c]` in `[0, 1]` (multi-hot, mixed or smoothed; rows need not sum to 1).
+
+    Returns:
+        `[...]`, float32 (float64 for float64 logits).
+    """
+    logits = _wide(logits)
+    return F.binary_cross_entropy_with_logits(logits, targets.to(logits.dtype), reduction="none").mean(dim=-1)
+
+
+def binary_distillation_kl(logits: Tensor, teacher: Tensor, temperature: float) -> Tensor:
+    """Per-class Bernoulli `KL(teacher || sigmoid(logits / T))`, averaged over the classes (the
+    last dim), at least float32, no other reduction. `teacher` holds per-class probabilities."""
+    t = _wide(teacher)
+    entropy = torch.xlogy(t, t) + torch.xlogy(1 - t, 1 - t)
+    return (entropy + F.binary_cross_entropy_with_logits(_wide(logits) / temperature, t, reduction="none")).mean(dim=-1)
+
+
+def is_multi_label(task: str | None) -> bool:
+    """Whether a `MultiMixConfig.task` selects the multi-label losses (None: single-label)."""
+    return task == "multi_label"
+
+
+def clean_loss(logits: Tensor, targets: Tensor, num_classes: int, task: str | None = None,
+               label_smoothing: float = 0.0) -> Tensor:
+    """The unmixed loss of a batch, a float32 scalar: the model's own cross-entropy (single-label)
+    or binary cross-entropy (multi-label, mean over examples and classes). Targets are checked
+    by the caller.
+
+    Args:
+        logits: `[m, c]`.
+        targets: `[m]` class ids or `[m, c]` probabilities (single-label), `[m, c]` multi-hot
+            (multi-label).
+    """
+    y = _targets(targets, num_classes, label_smoothing, task, validate=False)
+    criterion = binary_cross_entropy if is_multi_label(task) else soft_cross_entropy
+    return criterion(logits, y).mean()
+
+
+def teacher_probabilities(logits: Tensor, temperature: float, task: str | None = None) -> Tensor:
+    """Teacher targets of self-distillation, float32: `softmax(logits / T)` over the classes
+    (single-label) or per-class `sigmoid(logits / T)` (multi-label)."""
+    scaled = logits.float() / temperature
+    return torch.sigmoid(scaled) if is_multi_label(task) else torch.softmax(scaled, dim=-1)
+
+
+def _targets(targets: Tensor, num_classes: int, label_smoothing: float, task: str | None, *,
+             validate: bool) -> Tensor:
+    """`[m, c]` float targets. Multi-label smoothing is `(1 - eps) y + eps / c` per class, the
+    formula of single-label smoothing and of timm's `BinaryCrossEntropy`."""
+    if not is_multi_label(task):
+        return one_hot_targets(targets, num_classes, label_smoothing, validate=validate)
+    # The shape against the classifier's classes always (no sync), the values when asked.
+    check_targets(targets, targets.shape[0], num_classes, multi_label=True, values=validate)
+    y = targets.to(torch.promote_types(targets.dtype, torch.float32))
+    return y * (1.0 - label_smoothing) + label_smoothing / num_classes if label_smoothing > 0 else y
+
+
 #: The `MultiMixConfig` options the loss functions take as keywords; the others are the head's.
-POOLED_LOSS_OPTIONS = ("n", "alpha", "label_smoothing", "clean_weight", "distill_weight", "temperature", "chunk_size")
+POOLED_LOSS_OPTIONS = (
+    "n", "alpha", "label_smoothing", "clean_weight", "distill_weight", "temperature", "chunk_size", "task",
+)
 DENSE_LOSS_OPTIONS = (*POOLED_LOSS_OPTIONS, "per_position", "detach_attention")
 
 
@@ -103,13 +169,18 @@ def multimix_loss(
     """MultiMix loss on pooled embeddings: mean soft-target cross-entropy over `n` mixes.
 
     The options (`n`, `alpha`, `label_smoothing`, `clean_weight`, `distill_weight`,
-    `temperature`, `chunk_size`) come from `config`, with keyword `options` overriding it;
+    `temperature`, `chunk_size`, `task`) come from `config`, with keyword `options` overriding it;
     their defaults and checks are `MultiMixConfig`'s (e.g. `clean_weight=1.0` adds the clean
-    batch's cross-entropy; pass `clean_weight=0` for the paper's loss).
+    batch's cross-entropy; pass `clean_weight=0` for the paper's loss). With
+    `task="multi_label"` the targets are multi-hot `[m, c]` mixed with the same weights as the
+    embeddings, `y~ = Lambda^T Y`, and each term is the binary cross-entropy with logits (mean
+    over classes, as `torch.nn.BCEWithLogitsLoss`); self-distillation then uses per-class
+    sigmoid teacher probabilities and a Bernoulli KL.
 
     Args:
         z: embeddings the classifier sees, `[m, d]`.
-        targets: class ids `[m]` or probabilities `[m, c]`.
+        targets: class ids `[m]` or probabilities `[m, c]`; multi-hot `[m, c]` in `[0, 1]` with
+            `task="multi_label"`.
         classifier: maps `[..., d]` to `[..., c]` (the model's own head).
         lam: weights `[m, n]`; sampled with the config's `n` and `alpha` when None.
         config: a `MultiMixConfig`; None: the defaults.
@@ -251,11 +322,15 @@ def _loss(
     distill_weight, temperature, chunk_size = cfg.distill_weight, cfg.temperature, cfg.chunk_size
     detach_attention = cfg.detach_attention
     m, r, d = tokens.shape
-    check_targets(targets, m, num_classes, values=validate)
+    multi_label = is_multi_label(cfg.task)
+    check_targets(targets, m, num_classes, values=validate, multi_label=multi_label)
     # Class ids are range-checked once the classifier's size is known, below.
     checked = validate and (num_classes is not None or targets.dim() == 2)
     if distill_weight > 0 and teacher_probs is None:
-        raise ValueError("distill_weight > 0 needs teacher_probs (e.g. softmax(clean_logits.detach() / T)).")
+        raise ValueError(
+            "distill_weight > 0 needs teacher_probs (e.g. teacher_probabilities(clean_logits.detach(), T, task): "
+            "softmax, or sigmoid for task='multi_label')."
+        )
     if lam is None:
         lam = sample_lambda(m, n, alpha, positions=r if per_position and r > 1 else None, device=tokens.device)
     if lam.dim() == 2:
@@ -275,12 +350,14 @@ def _loss(
             with torch.no_grad():
                 num_classes = classifier(tokens[:1, 0]).shape[-1]
     dtype = torch.promote_types(tokens.dtype, torch.float32)
-    y = one_hot_targets(targets, num_classes, label_smoothing, validate=validate and not checked).to(dtype)
+    y = _targets(targets, num_classes, label_smoothing, cfg.task, validate=validate and not checked).to(dtype)
     if clean_weight > 0 and clean_logits is None:
         clean_logits = classifier(pooled if pooled is not None else masked_mean(tokens, mask))
     if teacher_probs is not None and distill_weight > 0:
         _check_teacher(teacher_probs, m, r, num_classes)
-        if validate:
+        if validate and multi_label:
+            check_unit_interval(teacher_probs, "teacher_probs", "pass per-class probabilities, e.g. sigmoid(teacher_logits / T)")
+        elif validate:
             check_distributions(
                 teacher_probs, -1, "teacher_probs", "probability rows",
                 "pass probabilities, e.g. softmax(teacher_logits / T, dim=-1)",
@@ -301,11 +378,12 @@ def _loss(
         total, count = _chunked_mixed_loss(
             source, shortcut, classifier, lam.to(dtype), a, y,
             teacher_probs.to(dtype) if (teacher_probs is not None and distill_weight > 0) else None,
-            distill_weight, temperature, chunk_size,
+            distill_weight, temperature, chunk_size, multi_label,
         )
         loss = total / count.clamp_min(1)
         if clean_weight > 0:
-            loss = loss + clean_weight * soft_cross_entropy(clean_logits, y).mean()
+            criterion = binary_cross_entropy if multi_label else soft_cross_entropy
+            loss = loss + clean_weight * criterion(clean_logits, y).mean()
     return loss
 
 
@@ -373,11 +451,16 @@ def _chunked_mixed_loss(
     beta: float,
     temperature: float,
     chunk_size: int | None,
+    multi_label: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """Sum of loss terms over valid `(mix, position)` pairs and their count.
 
-    `source` is `[m, r, c]` clean logits (shortcut) or `[m, r, d]` embeddings.
+    `source` is `[m, r, c]` clean logits (shortcut) or `[m, r, d]` embeddings. Multi-label
+    terms are the binary cross-entropy of the mixed logits against the mixed multi-hot targets
+    (no quadratic-form shortcut: the softplus is not a log-sum-exp over classes).
     """
+    criterion, kl = (binary_cross_entropy, binary_distillation_kl) if multi_label else \
+        (soft_cross_entropy, distillation_kl)
     n = lam.shape[-1]
     r = source.shape[1]
     if chunk_size is None:
@@ -388,7 +471,7 @@ def _chunked_mixed_loss(
 
     def chunk_loss(lam_c: Tensor, a_: Tensor, source_: Tensor) -> tuple[Tensor, Tensor]:
         w, valid = _normalise(lam_c, a_)  # [r, m, k], [k, r]
-        if shortcut and teacher is None:
+        if shortcut and teacher is None and not multi_label:
             return _shortcut_ce(w, valid, source_, y)
         if shortcut:
             logits = torch.einsum("rmk,mrc->krc", w, source_)
@@ -397,11 +480,11 @@ def _chunked_mixed_loss(
             param = next(iter(getattr(classifier, "parameters", lambda: iter(()))()), None)
             logits = _wide(classifier(z_mix if param is None else z_mix.to(param.dtype)))
         y_mix = torch.einsum("rmk,mc->krc", w, y)
-        term = soft_cross_entropy(logits, y_mix)
+        term = criterion(logits, y_mix)
         if teacher is not None:
             spec = "rmk,mc->krc" if teacher.dim() == 2 else "rmk,mrc->krc"
             q_mix = torch.einsum(spec, w, teacher)
-            term = (1 - beta) * term + beta * temperature**2 * distillation_kl(logits, q_mix, temperature)
+            term = (1 - beta) * term + beta * temperature**2 * kl(logits, q_mix, temperature)
         valid = valid.to(term.dtype)
         return (term * valid).sum(), valid.sum()
 

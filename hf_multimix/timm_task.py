@@ -93,6 +93,22 @@ def _criterion_smoothing(criterion: Any) -> float | None:
     return None
 
 
+def _bce_smoothing(criterion: Any) -> float | None:
+    """The smoothing of class-id targets of a plain binary cross-entropy criterion (timm's
+    `--bce-loss`); None for any other loss or one with class weights, thresholds or sums."""
+    from timm.loss import BinaryCrossEntropy
+
+    if isinstance(criterion, nn.BCEWithLogitsLoss):
+        plain = criterion.weight is None and criterion.pos_weight is None and criterion.reduction == "mean"
+        return 0.0 if plain else None
+    if isinstance(criterion, BinaryCrossEntropy):
+        plain = (criterion.weight is None and criterion.pos_weight is None and criterion.target_threshold is None
+                 and criterion.reduction == "mean" and not criterion.sum_classes
+                 and not getattr(criterion, "smooth_dense", False))
+        return float(criterion.smoothing) if plain else None
+    return None
+
+
 class MultiMixTask(ClassificationTask):
     """timm `ClassificationTask` that trains with (Dense) MultiMix.
 
@@ -146,9 +162,25 @@ class MultiMixTask(ClassificationTask):
         head = wrap_model(model, multimix_args, multimix_options, "MultiMixTask", head_class=_TaskHead)
         extra = {} if criterion_kwargs is None else {"criterion_kwargs": criterion_kwargs}
         super().__init__(head, criterion, device=device, dtype=dtype, verbose=verbose, **extra)
-        smoothing = _criterion_smoothing(self.criterion)
+        multi_label = head.task == "multi_label"
+        bce = _bce_smoothing(self.criterion)
+        name = getattr(self.criterion, "__name__", None) or type(self.criterion).__name__
+        if bce is not None and not multi_label:
+            raise ValueError(
+                f"MultiMixTask trains a single-label head with softmax cross-entropy, so it cannot use the criterion "
+                f"{name}: drop --bce-loss in train.py, or pass task='multi_label' for MultiMix with binary "
+                "cross-entropy (as --bce-loss)."
+            )
+        if multi_label and bce is None:
+            raise ValueError(
+                f"MultiMixTask(task='multi_label') trains with binary cross-entropy, so it cannot use the criterion "
+                f"{name}. Pass nn.BCEWithLogitsLoss() or timm's BinaryCrossEntropy (train.py --bce-loss) without "
+                "class weights or thresholds."
+            )
+        #: Smoothing of class-id targets turned into one-hot ones (timm's BinaryCrossEntropy's rule).
+        self._bce_smoothing = bce if multi_label else None
+        smoothing = 0.0 if multi_label else _criterion_smoothing(self.criterion)
         if smoothing is None:
-            name = getattr(self.criterion, "__name__", None) or type(self.criterion).__name__
             raise ValueError(
                 f"MultiMixTask trains with MultiMix's soft-target cross-entropy (no class weights, no "
                 f"ignore_index), so it cannot use the criterion {name}. Pass nn.CrossEntropyLoss, "
@@ -164,12 +196,18 @@ class MultiMixTask(ClassificationTask):
         return unwrap_model(self.trainable_module)
 
     def forward(self, input: Tensor, target: Tensor) -> dict[str, Tensor]:
-        """The MultiMix loss of a batch (`target`: `[m]` class ids or `[m, c]` probabilities).
+        """The MultiMix loss of a batch (`target`: `[m]` class ids or `[m, c]` probabilities;
+        with `task="multi_label"`, float multi-hot `[m, c]`, or class ids that become one-hot
+        targets smoothed as timm's `BinaryCrossEntropy` smooths them).
 
         Returns:
             `{"loss": ..., "output": logits}`; in eval mode the loss is the criterion's.
         """
-        out = self.trainable_module(input, labels=target)
+        labels = target
+        if self._bce_smoothing is not None and target.dim() == 1 and not target.dtype.is_floating_point:
+            eps, c = self._bce_smoothing, self.head.num_classes
+            labels = torch.nn.functional.one_hot(target.long(), c).float() * (1.0 - eps) + eps / c
+        out = self.trainable_module(input, labels=labels)
         if isinstance(out, MultiMixOutput):
             return {"loss": out.loss, "output": out.logits}
         logits = logits_of(out)

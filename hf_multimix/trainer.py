@@ -15,7 +15,6 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-import torch
 from torch import nn
 from transformers import Trainer, TrainerCallback
 from transformers.trainer import TRAINING_ARGS_NAME
@@ -24,6 +23,7 @@ from ._wrap import pop_head_options, wrap_model
 from .adapters.base import logits_of
 from .config import MultiMixConfig
 from .head import MultiMixHead
+from .losses import clean_loss
 
 
 class MultiMixTrainer(Trainer):
@@ -43,6 +43,11 @@ class MultiMixTrainer(Trainer):
     written into its config).
 
     `TrainingArguments(label_smoothing_factor=...)` becomes the head's `label_smoothing`.
+
+    Multi-label models (`config.problem_type="multi_label_classification"`, or the option
+    `task="multi_label"`) take float multi-hot `labels` `[m, c]`, as the Hugging Face
+    text-classification example builds them; the head mixes them and trains with binary
+    cross-entropy.
 
     Args:
         model: the classifier (a Hugging Face or timm model), or a `MultiMixHead`.
@@ -97,7 +102,8 @@ class MultiMixTrainer(Trainer):
         if loss is None:
             # Eval mode returns exactly the model's output; a timm model's is the logits tensor.
             logits = logits_of(outputs)
-            loss = torch.nn.functional.cross_entropy(logits.float(), inputs["labels"])
+            head = _find_head(model)
+            loss = clean_loss(logits, inputs["labels"], head.num_classes, head.task)
             outputs = {"loss": loss, "logits": logits}
         return (loss, outputs) if return_outputs else loss
 

@@ -191,14 +191,16 @@ def classifier_is_affine(module: nn.Module) -> bool:
 
 
 def check_single_label_config(model: nn.Module) -> int:
-    """The number of classes of a Hugging Face classifier, refusing regression and multi-label
-    heads (`config.problem_type`, `num_labels < 2`) with an error that says what to set."""
+    """The number of classes of a Hugging Face classifier, refusing regression heads
+    (`config.problem_type="regression"`, `num_labels < 2`) with an error that says what to set.
+    Single-label and multi-label classifiers pass (the head reads `problem_type` for its task)."""
     name, config = type(model).__name__, model.config
     problem = getattr(config, "problem_type", None)
-    if problem in ("regression", "multi_label_classification"):
+    if problem == "regression":
         raise ValueError(
-            f"{name} has config.problem_type={problem!r}; MultiMix trains single-label classifiers with "
-            "soft-target cross-entropy. Set config.problem_type='single_label_classification'."
+            f"{name} has config.problem_type={problem!r}; MultiMix trains classifiers (single-label with "
+            "soft-target cross-entropy, multi-label with binary cross-entropy). Set config.problem_type="
+            "'single_label_classification' or 'multi_label_classification'."
         )
     c = int(getattr(config, "num_labels", 0) or 0)
     if c < 2:
