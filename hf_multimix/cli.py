@@ -360,6 +360,9 @@ def run_method(method: str, args: argparse.Namespace, output_dir: str, resume: s
         "initial_eval_accuracy": initial[0]["eval_accuracy"] if initial else None,
         "eval_accuracy": final.get("eval_accuracy"),
         "best_eval_accuracy": max((h["eval_accuracy"] for h in history if "eval_accuracy" in h), default=None),
+        "eval_balanced_accuracy": final.get("eval_balanced_accuracy"),
+        "eval_macro_f1": final.get("eval_macro_f1"),
+        "eval_per_class_accuracy": final.get("eval_per_class_accuracy"),
         "train_time_s": elapsed,
         "epochs": args.epochs,
         "seed": args.seed,
@@ -504,7 +507,8 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     with open(os.path.join(out, "evaluation.json"), "w") as f:
         json.dump(result, f, indent=2)
     plot_confusion_matrix(report, os.path.join(out, "confusion_matrix.png"))
-    print(f"accuracy {report.accuracy:.4f} on {report.examples} examples, ECE {report.ece:.4f}")
+    print(f"accuracy {report.accuracy:.4f} on {report.examples} examples, balanced accuracy "
+          f"{report.balanced_accuracy:.4f}, macro-F1 {report.macro_f1:.4f}, ECE {report.ece:.4f}")
     for name, acc in report.per_class_accuracy.items():
         print(f"  {name}: {'-' if acc is None else f'{acc:.4f}'}")
     print(f"-> {os.path.join(out, 'evaluation.json')}, {os.path.join(out, 'confusion_matrix.png')}")
