@@ -69,6 +69,14 @@ SETTINGS: dict[str, list[str]] = {
     # The same with five times the tweets (1,000 per class).
     "tweets-minilm-1000": ["--dataset", "tweets", "--train-per-class", "1000", "--epochs", "3", "--max-eval", "1000",
                            "--lr", "1e-4", "--max-length", "48"],
+    # Long-tailed versions (issue 23): the balanced split of the same seed with some classes' training examples cut
+    # (--class-counts; the held-out examples are those of the balanced run). Tweets: negative 300, neutral 60 (20%),
+    # positive 12 (4%), 5 epochs.
+    "tweets-minilm-lt": ["--dataset", "tweets", "--train-per-class", "300", "--class-counts", "300,60,12",
+                         "--epochs", "5", "--max-eval", "1000", "--lr", "1e-4", "--max-length", "48"],
+    # 8x8 digits: classes 0-4 keep 50, classes 5-9 keep 3 (6%).
+    "digits-lite0-lt": ["--dataset", "digits", "--train-per-class", "50", "--class-counts",
+                        "50,50,50,50,50,3,3,3,3,3", "--epochs", "5", "--max-eval", "2000"],
 }
 
 # name -> (method, extra CLI arguments)
@@ -108,6 +116,12 @@ ABLATIONS: dict[str, dict[str, tuple[str, list[str]]]] = {
         "multimix+cutmix prob=0.5": ("multimix", ["--clean-weight", "1.0", "--prob", "0.5", "--other-steps", "cutmix"]),
         "multimix+cutmix prob=0.5 clean_weight=0": ("multimix", ["--clean-weight", "0", "--prob", "0.5",
                                                                  "--other-steps", "cutmix"]),
+    },
+    # Long-tailed data (issue 23): ERM, the default, and the candidate remedies, paired on seeds.
+    "imbalance": {
+        "erm": ("erm", []),
+        "multimix clean_weight=1.0": ("multimix", ["--clean-weight", "1.0"]),
+        "multimix prob=0.5": ("multimix", ["--clean-weight", "1.0", "--prob", "0.5"]),
     },
     "lambda": {
         "dense per-position lambda": ("dense-multimix", ["--attention", "pooled"]),
@@ -153,8 +167,42 @@ def find_same_run(out: str, setting: str, seed: int, config: dict[str, Any]) -> 
     return None
 
 
+def provenance(command: str | None = None) -> dict[str, Any]:
+    """Where and when a record was made: the command, the UTC date, the machine, the package versions and
+    the git commit of the code (with `+dirty` when the work tree had uncommitted changes)."""
+    import subprocess
+    from datetime import datetime, timezone
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = {"python": platform.python_version()}
+    for package in ("torch", "timm", "transformers", "accelerate", "numpy"):
+        try:
+            versions[package] = version(package)
+        except PackageNotFoundError:
+            versions[package] = None
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        commit = subprocess.run(["git", "-C", root, "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=10).stdout.strip() or None
+        dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        if commit and dirty:
+            commit += "+dirty"
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    return {
+        "command": command,
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPU cores, "
+                   f"{torch.get_num_threads()} torch thread(s), GPU: "
+                   f"{torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'none'}",
+        "versions": versions,
+        "git_commit": commit,
+    }
+
+
 def run_one(setting: str, variant: str, method: str, extra: list[str], seed: int, out: str,
-            extra_common: list[str]) -> dict[str, Any]:
+            extra_common: list[str], command: str | None = None) -> dict[str, Any]:
     path = run_dir(out, setting, variant, seed)
     done = os.path.join(path, "metrics.json")
     if os.path.exists(done):
@@ -176,9 +224,11 @@ def run_one(setting: str, variant: str, method: str, extra: list[str], seed: int
     os.makedirs(path, exist_ok=True)
     args = build_parser().parse_args(argv)
     print(f"== {setting} | {variant} | seed {seed}", flush=True)
+    record = provenance(command)  # taken before the run: the date it started, the code it ran
     metrics = run_method(method, args, path)
     metrics["variant"], metrics["setting"], metrics["argv"] = variant, setting, argv
     metrics["config"] = config
+    metrics.update(record, cli_command="hf-multimix " + " ".join(argv), seed=seed)
     with open(done, "w") as f:
         json.dump(metrics, f, indent=2)
     return metrics
@@ -398,7 +448,7 @@ def main() -> None:
                 if args.report_only and not os.path.exists(
                         os.path.join(run_dir(args.out, setting, variant, seed), "metrics.json")):
                     continue
-                rows.append(run_one(setting, variant, method, extra, seed, args.out, extra_common))
+                rows.append(run_one(setting, variant, method, extra, seed, args.out, extra_common, command))
         if args.analysis:
             from hf_multimix.analysis import plot_projection
 

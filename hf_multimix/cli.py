@@ -55,6 +55,16 @@ _unit_float = _number(float, lambda v: 0 <= v <= 1, "a number in [0, 1]", "in [0
 _open_unit_float = _number(float, lambda v: 0 < v < 1, "a number in (0, 1)", "in (0, 1), e.g. 0.1")
 
 
+def _counts(text: str) -> list[int]:
+    try:
+        counts = [int(p) for p in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated class counts such as 300,60,12, got {text!r}") from None
+    if any(c < 1 for c in counts):
+        raise argparse.ArgumentTypeError(f"every class count must be a positive integer, got {text!r}")
+    return counts
+
+
 def _alpha(text: str) -> float | tuple[float, float]:
     parts = [p for p in text.split(",") if p.strip()]
     try:
@@ -126,6 +136,10 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--label-noise", type=_unit_float, default=0.0,
                    help="flip this fraction of the training labels to another class at random (seeded by "
                         "--seed; held-out labels stay clean), to test robustness to noisy labels (default 0)")
+    p.add_argument("--class-counts", type=_counts, default=None, metavar="N,N,...",
+                   help="keep at most this many training examples of each class (one count per class, in class "
+                        "order, e.g. 300,60,12; seeded by --seed; held-out data unchanged), to test on long-tailed "
+                        "data (default: keep all)")
     p.add_argument("--eval-every", type=_positive_int, default=1,
                    help="evaluate after every this many epochs and after the last (default 1)")
     p.add_argument("--mixed-precision", default="no", choices=["no", "fp16", "bf16"])
@@ -224,7 +238,7 @@ def prepare(args: argparse.Namespace, method: str = "erm") -> Prepared:
     """Loads data and model and builds the loaders, all offline for the embedded choices."""
     import torch
 
-    from .data import flip_labels, load_splits, torch_dataset
+    from .data import flip_labels, load_splits, subsample_classes, torch_dataset
     from .models import create_classifier, input_size
 
     check_noisy_labels(args)
@@ -244,6 +258,9 @@ def prepare(args: argparse.Namespace, method: str = "erm") -> Prepared:
         raise ValueError(f"--method {method} mixes input images; {args.dataset!r} is text. Use manifold-mixup or multimix.")
     if other != "ce" and data.modality != "image":
         raise ValueError(f"--other-steps {other} mixes input images; {args.dataset!r} is text. Use --other-steps ce.")
+    if getattr(args, "class_counts", None):
+        data = dataclasses.replace(data, train=subsample_classes(data.train, args.class_counts, data.num_classes,
+                                                                 args.seed))
     if getattr(args, "label_noise", 0.0):
         data = dataclasses.replace(data, train=flip_labels(data.train, args.label_noise, data.num_classes, args.seed))
     # The seed fixes the initialisation too (a new classifier, or a whole model from scratch), so runs of
@@ -375,6 +392,7 @@ def run_method(method: str, args: argparse.Namespace, output_dir: str, resume: s
         "other_steps": args.other_steps,
         "noisy_labels": args.noisy_labels,
         "label_noise": args.label_noise,
+        "class_counts": args.class_counts,
         "attention": args.attention if method == "dense-multimix" else None,
         "shared_lambda": args.shared_lambda if method == "dense-multimix" else None,
         "class_names": list(prepared.class_names),
