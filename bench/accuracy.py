@@ -122,6 +122,7 @@ ABLATIONS: dict[str, dict[str, tuple[str, list[str]]]] = {
         "erm": ("erm", []),
         "multimix clean_weight=1.0": ("multimix", ["--clean-weight", "1.0"]),
         "multimix prob=0.5": ("multimix", ["--clean-weight", "1.0", "--prob", "0.5"]),
+        "multimix class-balanced": ("multimix", ["--clean-weight", "1.0", "--class-balanced"]),
     },
     "lambda": {
         "dense per-position lambda": ("dense-multimix", ["--attention", "pooled"]),

@@ -112,6 +112,9 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weight-decay", type=float, default=0.01)
     p.add_argument("--grad-accum", type=_positive_int, default=1, help="gradient accumulation steps")
     p.add_argument("--label-smoothing", type=_unit_float, default=0.0)
+    p.add_argument("--class-balanced", action="store_true",
+                   help="MultiMix: draw the mixing weights so that every class of a batch gets the same expected "
+                        "share of the mixes (for long-tailed data; docs/results.md, Imbalanced data)")
     p.add_argument("--shared-lambda", action="store_true",
                    help="Dense MultiMix: one interpolation vector for all positions (default: one per position)")
     p.add_argument("--clean-weight", type=_non_negative_float, default=1.0,
@@ -336,7 +339,8 @@ def head_for(method: str, model: Any, args: argparse.Namespace):
                             clean_weight=0.0)
     return MultiMixHead(model, n=args.n, alpha=alpha, dense=method == "dense-multimix", attention=args.attention,
                         distill_weight=args.distill_weight, label_smoothing=args.label_smoothing,
-                        clean_weight=args.clean_weight, per_position=not args.shared_lambda, prob=args.prob)
+                        clean_weight=args.clean_weight, per_position=not args.shared_lambda, prob=args.prob,
+                        mixing="class-balanced" if getattr(args, "class_balanced", False) else "multimix")
 
 
 def run_method(method: str, args: argparse.Namespace, output_dir: str, resume: str | None = None) -> dict[str, Any]:
@@ -393,6 +397,7 @@ def run_method(method: str, args: argparse.Namespace, output_dir: str, resume: s
         "noisy_labels": args.noisy_labels,
         "label_noise": args.label_noise,
         "class_counts": args.class_counts,
+        "class_balanced": getattr(args, "class_balanced", False),
         "attention": args.attention if method == "dense-multimix" else None,
         "shared_lambda": args.shared_lambda if method == "dense-multimix" else None,
         "class_names": list(prepared.class_names),

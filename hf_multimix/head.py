@@ -20,11 +20,11 @@ from ._checks import AlphaLike, check_alpha, check_positive_int, check_targets
 from .adapters import BackboneAdapter, find_adapter, unwrap_model
 from .adapters.base import Features, head_dtype, logits_of
 from .distributed import gather_batch, is_distributed
-from .functional import ATTENTION_KINDS, one_hot_targets, sample_pair_lambda
+from .functional import ATTENTION_KINDS, one_hot_targets, sample_class_balanced_lambda, sample_pair_lambda
 from .losses import dense_multimix_loss, multimix_loss, soft_cross_entropy
 
 TEACHERS = ("self", "ema")
-MIXINGS = ("multimix", "pairwise")
+MIXINGS = ("multimix", "pairwise", "class-balanced")
 
 
 @dataclass
@@ -74,7 +74,10 @@ class MultiMixHead(nn.Module):
             labels; set False and call `update_teacher()` after `optimizer.step()` instead.
         detach_attention: stop gradients through the dense-mode attention.
         mixing: `"multimix"` (Dirichlet weights over the whole batch) or `"pairwise"`
-            (manifold mixup at the same layer, `alpha` then parametrises a Beta; a baseline).
+            (manifold mixup at the same layer, `alpha` then parametrises a Beta; a baseline), or
+            `"class-balanced"` (Dirichlet weights whose concentration gives every class of the batch
+            the same expected share of the mixes, `functional.sample_class_balanced_lambda`; for
+            long-tailed data; in dense mode one weight per example, shared by its positions).
         mix_across_processes: in multi-process training, gather every process's embeddings
             and targets (with autograd) so each mix spans the global batch (beyond the paper,
             which mixes per GPU). Each process still draws its own `n` mixes.
@@ -245,6 +248,8 @@ class MultiMixHead(nn.Module):
         )
         if self.mixing == "pairwise":
             common["lam"] = sample_pair_lambda(m, self.alpha, device=feats.pooled.device)
+        elif self.mixing == "class-balanced":
+            common["lam"] = sample_class_balanced_lambda(labels, self.n, self.alpha, num_classes=self.num_classes)
         if self.dense:
             self._warn_single_position(feats.tokens)
             attention = feats.cls_attention if self.attention == "cls" else self.attention
