@@ -302,24 +302,30 @@ def verdict(diffs: list[float]) -> str:
     return "win" if lo > 0 else "loss" if hi < 0 else "tie"
 
 
-def finished_runs(out: str, setting: str) -> dict[str, dict[int, float]]:
-    """Final accuracy of every finished run of `setting`: `{variant: {seed: accuracy}}`."""
+def finished_runs(out: str, setting: str, metric: str = "eval_accuracy") -> dict[str, dict[int, float]]:
+    """Final `metric` (accuracy by default) of every finished run of `setting` that recorded it:
+    `{variant: {seed: value}}`."""
     found: dict[str, dict[int, float]] = {}
     for done in sorted(glob.glob(os.path.join(out, "runs", setting, "*", "seed*", "metrics.json"))):
         with open(done) as f:
             metrics = json.load(f)
-        found.setdefault(metrics["variant"], {})[metrics["seed"]] = metrics["eval_accuracy"]
+        if metrics.get(metric) is not None:
+            found.setdefault(metrics["variant"], {})[metrics["seed"]] = metrics[metric]
     return found
 
 
+METRIC_NAMES = {"eval_accuracy": "accuracy", "eval_balanced_accuracy": "balanced accuracy", "eval_macro_f1": "macro-F1"}
+
+
 def verdict_table(out: str, settings: list[str], variant: str, seeds: list[int],
-                  against: list[str] | None = None) -> str:
+                  against: list[str] | None = None, metric: str = "eval_accuracy") -> str:
     """`variant` against every other finished variant of each setting (or those in `against`, in that order),
-    paired on `seeds` (those both ran)."""
-    lines = [f"| setting | `{variant}` against | seeds | difference (points), mean [95% interval] | verdict |",
+    paired on `seeds` (those both ran), in `metric` (final accuracy by default)."""
+    what = "difference" if metric == "eval_accuracy" else f"{METRIC_NAMES[metric]} difference"
+    lines = [f"| setting | `{variant}` against | seeds | {what} (points), mean [95% interval] | verdict |",
              "|---|---|---|---|---|"]
     for setting in settings:
-        runs = finished_runs(out, setting)
+        runs = finished_runs(out, setting, metric)
         mine = runs.get(variant, {})
         others = runs if against is None else {v: runs[v] for v in against if v in runs}
         for other, theirs in others.items():
@@ -341,6 +347,29 @@ def finished_erm(out: str, settings: list[str], seeds: list[int]) -> dict[tuple[
                 with open(done) as f:
                     found[setting, seed] = json.load(f)["eval_accuracy"]
     return found
+
+
+def class_table(rows: list[dict[str, Any]]) -> list[str]:
+    """Balanced accuracy, macro-F1 and per-class accuracy of the runs that recorded them (since 2026-12-01), with
+    the paired balanced-accuracy difference to ERM on the same seeds; no lines when none did."""
+    rows = [r for r in rows if r.get("eval_balanced_accuracy") is not None]
+    if not rows:
+        return []
+    names = rows[0].get("class_names") or [str(k) for k in range(len(rows[0]["eval_per_class_accuracy"]))]
+    erm = {r["seed"]: r["eval_balanced_accuracy"] for r in rows if r["variant"] == "erm"}
+    lines = ["| variant | seeds | balanced accuracy (%) | balanced - ERM, same seed: mean [95% interval] (points) "
+             "| macro-F1 (%) | per-class accuracy (%): " + ", ".join(names) + " |", "|---|---|---|---|---|---|"]
+    for v in dict.fromkeys(r["variant"] for r in rows):
+        rs = [r for r in rows if r["variant"] == v]
+        paired = [r["eval_balanced_accuracy"] - erm[r["seed"]] for r in rs if r["seed"] in erm]
+        per_class = []
+        for k in range(len(names)):
+            got = [r["eval_per_class_accuracy"][k] for r in rs if r["eval_per_class_accuracy"][k] is not None]
+            per_class.append(f"{100 * statistics.mean(got):.1f}" if got else "-")
+        lines.append(f"| {v} | {len(rs)} | {mean_std([r['eval_balanced_accuracy'] for r in rs])} | "
+                     f"{interval_text(paired) if v != 'erm' else '-'} | "
+                     f"{mean_std([r['eval_macro_f1'] for r in rs])} | {', '.join(per_class)} |")
+    return lines + [""]
 
 
 def report(rows: list[dict[str, Any]], analysis: list[dict[str, Any]], path_md: str, command: str,
@@ -369,6 +398,7 @@ def report(rows: list[dict[str, Any]], analysis: list[dict[str, Any]], path_md: 
                          f"{interval_text(paired) if v != 'erm' else '-'} | "
                          f"{statistics.mean(r['train_time_s'] for r in rs):.0f} |")
         lines.append("")
+        lines += class_table([r for r in rows if r["setting"] == setting])
         an = [a for a in analysis if a["setting"] == setting]
         if an:
             lines += ["| model | seeds | accuracy (%) | alignment (lower: tighter classes) | "
@@ -470,8 +500,12 @@ def main() -> None:
                   f, indent=2)
     print(text)
     if args.verdict:
-        table = verdict_table(args.out, args.settings.split(","), args.verdict, seeds,
-                              args.against.split(";") if args.against else None)
+        against = args.against.split(";") if args.against else None
+        table = verdict_table(args.out, args.settings.split(","), args.verdict, seeds, against)
+        balanced = verdict_table(args.out, args.settings.split(","), args.verdict, seeds, against,
+                                 metric="eval_balanced_accuracy")
+        if len(balanced.splitlines()) > 2:  # runs recorded since balanced accuracy was: the same pairs in it
+            table += "\n\n" + balanced
         with open(os.path.join(args.out, f"{name}_verdict.md"), "w") as f:
             f.write(f"Command: `{command}`\n\n{table}\n")
         print(table)
