@@ -69,6 +69,17 @@ SETTINGS: dict[str, list[str]] = {
     # The same with five times the tweets (1,000 per class).
     "tweets-minilm-1000": ["--dataset", "tweets", "--train-per-class", "1000", "--epochs", "3", "--max-eval", "1000",
                            "--lr", "1e-4", "--max-length", "48"],
+    # Long-tailed versions (issue 23): the balanced split of the same seed with some classes' training examples cut
+    # (--class-counts; the held-out examples are those of the balanced run). Tweets: negative 300, neutral 60 (20%),
+    # positive 12 (4%), 5 epochs.
+    "tweets-minilm-lt": ["--dataset", "tweets", "--train-per-class", "300", "--class-counts", "300,60,12",
+                         "--epochs", "5", "--max-eval", "1000", "--lr", "1e-4", "--max-length", "48"],
+    # 8x8 digits: classes 0-4 keep 50, classes 5-9 keep 3 (6%).
+    "digits-lite0-lt": ["--dataset", "digits", "--train-per-class", "50", "--class-counts",
+                        "50,50,50,50,50,3,3,3,3,3", "--epochs", "5", "--max-eval", "2000"],
+    # A milder tail and a longer budget, where ERM can learn the rare classes: classes 5-9 keep 6 (12%), 10 epochs.
+    "digits-lite0-lt6-10ep": ["--dataset", "digits", "--train-per-class", "50", "--class-counts",
+                              "50,50,50,50,50,6,6,6,6,6", "--epochs", "10", "--max-eval", "2000"],
 }
 
 # name -> (method, extra CLI arguments)
@@ -108,6 +119,13 @@ ABLATIONS: dict[str, dict[str, tuple[str, list[str]]]] = {
         "multimix+cutmix prob=0.5": ("multimix", ["--clean-weight", "1.0", "--prob", "0.5", "--other-steps", "cutmix"]),
         "multimix+cutmix prob=0.5 clean_weight=0": ("multimix", ["--clean-weight", "0", "--prob", "0.5",
                                                                  "--other-steps", "cutmix"]),
+    },
+    # Long-tailed data (issue 23): ERM, the default, and the candidate remedies, paired on seeds.
+    "imbalance": {
+        "erm": ("erm", []),
+        "multimix clean_weight=1.0": ("multimix", ["--clean-weight", "1.0"]),
+        "multimix prob=0.5": ("multimix", ["--clean-weight", "1.0", "--prob", "0.5"]),
+        "multimix class-balanced": ("multimix", ["--clean-weight", "1.0", "--class-balanced"]),
     },
     "lambda": {
         "dense per-position lambda": ("dense-multimix", ["--attention", "pooled"]),
@@ -153,8 +171,42 @@ def find_same_run(out: str, setting: str, seed: int, config: dict[str, Any]) -> 
     return None
 
 
+def provenance(command: str | None = None) -> dict[str, Any]:
+    """Where and when a record was made: the command, the UTC date, the machine, the package versions and
+    the git commit of the code (with `+dirty` when the work tree had uncommitted changes)."""
+    import subprocess
+    from datetime import datetime, timezone
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = {"python": platform.python_version()}
+    for package in ("torch", "timm", "transformers", "accelerate", "numpy"):
+        try:
+            versions[package] = version(package)
+        except PackageNotFoundError:
+            versions[package] = None
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        commit = subprocess.run(["git", "-C", root, "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=10).stdout.strip() or None
+        dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        if commit and dirty:
+            commit += "+dirty"
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    return {
+        "command": command,
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPU cores, "
+                   f"{torch.get_num_threads()} torch thread(s), GPU: "
+                   f"{torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'none'}",
+        "versions": versions,
+        "git_commit": commit,
+    }
+
+
 def run_one(setting: str, variant: str, method: str, extra: list[str], seed: int, out: str,
-            extra_common: list[str]) -> dict[str, Any]:
+            extra_common: list[str], command: str | None = None) -> dict[str, Any]:
     path = run_dir(out, setting, variant, seed)
     done = os.path.join(path, "metrics.json")
     if os.path.exists(done):
@@ -176,9 +228,11 @@ def run_one(setting: str, variant: str, method: str, extra: list[str], seed: int
     os.makedirs(path, exist_ok=True)
     args = build_parser().parse_args(argv)
     print(f"== {setting} | {variant} | seed {seed}", flush=True)
+    record = provenance(command)  # taken before the run: the date it started, the code it ran
     metrics = run_method(method, args, path)
     metrics["variant"], metrics["setting"], metrics["argv"] = variant, setting, argv
     metrics["config"] = config
+    metrics.update(record, cli_command="hf-multimix " + " ".join(argv), seed=seed)
     with open(done, "w") as f:
         json.dump(metrics, f, indent=2)
     return metrics
@@ -251,24 +305,30 @@ def verdict(diffs: list[float]) -> str:
     return "win" if lo > 0 else "loss" if hi < 0 else "tie"
 
 
-def finished_runs(out: str, setting: str) -> dict[str, dict[int, float]]:
-    """Final accuracy of every finished run of `setting`: `{variant: {seed: accuracy}}`."""
+def finished_runs(out: str, setting: str, metric: str = "eval_accuracy") -> dict[str, dict[int, float]]:
+    """Final `metric` (accuracy by default) of every finished run of `setting` that recorded it:
+    `{variant: {seed: value}}`."""
     found: dict[str, dict[int, float]] = {}
     for done in sorted(glob.glob(os.path.join(out, "runs", setting, "*", "seed*", "metrics.json"))):
         with open(done) as f:
             metrics = json.load(f)
-        found.setdefault(metrics["variant"], {})[metrics["seed"]] = metrics["eval_accuracy"]
+        if metrics.get(metric) is not None:
+            found.setdefault(metrics["variant"], {})[metrics["seed"]] = metrics[metric]
     return found
 
 
+METRIC_NAMES = {"eval_accuracy": "accuracy", "eval_balanced_accuracy": "balanced accuracy", "eval_macro_f1": "macro-F1"}
+
+
 def verdict_table(out: str, settings: list[str], variant: str, seeds: list[int],
-                  against: list[str] | None = None) -> str:
+                  against: list[str] | None = None, metric: str = "eval_accuracy") -> str:
     """`variant` against every other finished variant of each setting (or those in `against`, in that order),
-    paired on `seeds` (those both ran)."""
-    lines = [f"| setting | `{variant}` against | seeds | difference (points), mean [95% interval] | verdict |",
+    paired on `seeds` (those both ran), in `metric` (final accuracy by default)."""
+    what = "difference" if metric == "eval_accuracy" else f"{METRIC_NAMES[metric]} difference"
+    lines = [f"| setting | `{variant}` against | seeds | {what} (points), mean [95% interval] | verdict |",
              "|---|---|---|---|---|"]
     for setting in settings:
-        runs = finished_runs(out, setting)
+        runs = finished_runs(out, setting, metric)
         mine = runs.get(variant, {})
         others = runs if against is None else {v: runs[v] for v in against if v in runs}
         for other, theirs in others.items():
@@ -290,6 +350,29 @@ def finished_erm(out: str, settings: list[str], seeds: list[int]) -> dict[tuple[
                 with open(done) as f:
                     found[setting, seed] = json.load(f)["eval_accuracy"]
     return found
+
+
+def class_table(rows: list[dict[str, Any]]) -> list[str]:
+    """Balanced accuracy, macro-F1 and per-class accuracy of the runs that recorded them (since 2026-12-01), with
+    the paired balanced-accuracy difference to ERM on the same seeds; no lines when none did."""
+    rows = [r for r in rows if r.get("eval_balanced_accuracy") is not None]
+    if not rows:
+        return []
+    names = rows[0].get("class_names") or [str(k) for k in range(len(rows[0]["eval_per_class_accuracy"]))]
+    erm = {r["seed"]: r["eval_balanced_accuracy"] for r in rows if r["variant"] == "erm"}
+    lines = ["| variant | seeds | balanced accuracy (%) | balanced - ERM, same seed: mean [95% interval] (points) "
+             "| macro-F1 (%) | per-class accuracy (%): " + ", ".join(names) + " |", "|---|---|---|---|---|---|"]
+    for v in dict.fromkeys(r["variant"] for r in rows):
+        rs = [r for r in rows if r["variant"] == v]
+        paired = [r["eval_balanced_accuracy"] - erm[r["seed"]] for r in rs if r["seed"] in erm]
+        per_class = []
+        for k in range(len(names)):
+            got = [r["eval_per_class_accuracy"][k] for r in rs if r["eval_per_class_accuracy"][k] is not None]
+            per_class.append(f"{100 * statistics.mean(got):.1f}" if got else "-")
+        lines.append(f"| {v} | {len(rs)} | {mean_std([r['eval_balanced_accuracy'] for r in rs])} | "
+                     f"{interval_text(paired) if v != 'erm' else '-'} | "
+                     f"{mean_std([r['eval_macro_f1'] for r in rs])} | {', '.join(per_class)} |")
+    return lines + [""]
 
 
 def report(rows: list[dict[str, Any]], analysis: list[dict[str, Any]], path_md: str, command: str,
@@ -318,6 +401,7 @@ def report(rows: list[dict[str, Any]], analysis: list[dict[str, Any]], path_md: 
                          f"{interval_text(paired) if v != 'erm' else '-'} | "
                          f"{statistics.mean(r['train_time_s'] for r in rs):.0f} |")
         lines.append("")
+        lines += class_table([r for r in rows if r["setting"] == setting])
         an = [a for a in analysis if a["setting"] == setting]
         if an:
             lines += ["| model | seeds | accuracy (%) | alignment (lower: tighter classes) | "
@@ -398,7 +482,7 @@ def main() -> None:
                 if args.report_only and not os.path.exists(
                         os.path.join(run_dir(args.out, setting, variant, seed), "metrics.json")):
                     continue
-                rows.append(run_one(setting, variant, method, extra, seed, args.out, extra_common))
+                rows.append(run_one(setting, variant, method, extra, seed, args.out, extra_common, command))
         if args.analysis:
             from hf_multimix.analysis import plot_projection
 
@@ -419,8 +503,12 @@ def main() -> None:
                   f, indent=2)
     print(text)
     if args.verdict:
-        table = verdict_table(args.out, args.settings.split(","), args.verdict, seeds,
-                              args.against.split(";") if args.against else None)
+        against = args.against.split(";") if args.against else None
+        table = verdict_table(args.out, args.settings.split(","), args.verdict, seeds, against)
+        balanced = verdict_table(args.out, args.settings.split(","), args.verdict, seeds, against,
+                                 metric="eval_balanced_accuracy")
+        if len(balanced.splitlines()) > 2:  # runs recorded since balanced accuracy was: the same pairs in it
+            table += "\n\n" + balanced
         with open(os.path.join(args.out, f"{name}_verdict.md"), "w") as f:
             f.write(f"Command: `{command}`\n\n{table}\n")
         print(table)

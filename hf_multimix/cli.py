@@ -62,6 +62,16 @@ _seed = _number(int, lambda v: 0 <= v < 2**32, "an integer", "an integer in [0, 
 _open_unit_float = _number(float, lambda v: 0 < v < 1, "a number in (0, 1)", "in (0, 1), e.g. 0.1")
 
 
+def _counts(text: str) -> list[int]:
+    try:
+        counts = [int(p) for p in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated class counts such as 300,60,12, got {text!r}") from None
+    if any(c < 1 for c in counts):
+        raise argparse.ArgumentTypeError(f"every class count must be a positive integer, got {text!r}")
+    return counts
+
+
 def _alpha(text: str) -> float | tuple[float, float]:
     parts = [p for p in text.split(",") if p.strip()]
     try:
@@ -117,6 +127,9 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weight-decay", type=_non_negative_float, default=0.01)
     p.add_argument("--grad-accum", type=_positive_int, default=1, help="gradient accumulation steps")
     p.add_argument("--label-smoothing", type=_unit_float, default=_DEFAULTS.label_smoothing)
+    p.add_argument("--class-balanced", action="store_true",
+                   help="MultiMix: draw the mixing weights so that every class of a batch gets the same expected "
+                        "share of the mixes (for long-tailed data; docs/results.md, Imbalanced data)")
     p.add_argument("--shared-lambda", action="store_true",
                    help="Dense MultiMix: one interpolation vector for all positions (default: one per position)")
     p.add_argument("--clean-weight", type=_non_negative_float, default=_DEFAULTS.clean_weight,
@@ -141,6 +154,10 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--label-noise", type=_unit_float, default=0.0,
                    help="flip this fraction of the training labels to another class at random (seeded by "
                         "--seed; held-out labels stay clean), to test robustness to noisy labels (default 0)")
+    p.add_argument("--class-counts", type=_counts, default=None, metavar="N,N,...",
+                   help="keep at most this many training examples of each class (one count per class, in class "
+                        "order, e.g. 300,60,12; seeded by --seed; held-out data unchanged), to test on long-tailed "
+                        "data (default: keep all)")
     p.add_argument("--eval-every", type=_positive_int, default=1,
                    help="evaluate after every this many epochs and after the last (default 1)")
     p.add_argument("--mixed-precision", default="no", choices=["no", "fp16", "bf16"])
@@ -263,7 +280,7 @@ def prepare(args: argparse.Namespace, method: str = "erm") -> Prepared:
     """Loads data and model and builds the loaders, all offline for the embedded choices."""
     import torch
 
-    from .data import DEMO_IMAGE_SIZE, Augmentation, flip_labels, load_splits
+    from .data import DEMO_IMAGE_SIZE, Augmentation, flip_labels, load_splits, subsample_classes
     from .data.sources import is_embedded
     from .models import create_classifier, fit_text_length
     from .training import make_loaders
@@ -290,6 +307,9 @@ def prepare(args: argparse.Namespace, method: str = "erm") -> Prepared:
         raise ValueError(f"--method {method} mixes input images; {args.dataset!r} is text. Use manifold-mixup or multimix.")
     if other != "ce" and data.modality != "image":
         raise ValueError(f"--other-steps {other} mixes input images; {args.dataset!r} is text. Use --other-steps ce.")
+    if getattr(args, "class_counts", None):
+        data = dataclasses.replace(data, train=subsample_classes(data.train, args.class_counts, data.num_classes,
+                                                                 args.seed))
     if getattr(args, "label_noise", 0.0):
         data = dataclasses.replace(data, train=flip_labels(data.train, args.label_noise, data.num_classes, args.seed))
     # The seed fixes the initialisation too (a new classifier, or a whole model from scratch), so runs of
@@ -363,7 +383,8 @@ def multimix_config(method: str, args: argparse.Namespace):
     """The `MultiMixConfig` of `method` from the command line's options (`recipes.method_config`)."""
     options = dict(n=args.n, alpha=method_alpha(method, args.alpha), attention=args.attention,
                    distill_weight=args.distill_weight, label_smoothing=args.label_smoothing,
-                   clean_weight=args.clean_weight, per_position=not args.shared_lambda, prob=args.prob)
+                   clean_weight=args.clean_weight, per_position=not args.shared_lambda, prob=args.prob,
+                   mixing="class-balanced" if getattr(args, "class_balanced", False) else "multimix")
     return recipes.method_config(method, **options)
 
 
@@ -415,6 +436,9 @@ def run_method(method: str, args: argparse.Namespace, output_dir: str, resume: s
         "initial_eval_accuracy": initial[0]["eval_accuracy"] if initial else None,
         "eval_accuracy": final.get("eval_accuracy"),
         "best_eval_accuracy": max((h["eval_accuracy"] for h in history if "eval_accuracy" in h), default=None),
+        "eval_balanced_accuracy": final.get("eval_balanced_accuracy"),
+        "eval_macro_f1": final.get("eval_macro_f1"),
+        "eval_per_class_accuracy": final.get("eval_per_class_accuracy"),
         "train_time_s": elapsed,
         "epochs": args.epochs,
         "seed": args.seed,
@@ -427,6 +451,8 @@ def run_method(method: str, args: argparse.Namespace, output_dir: str, resume: s
         "other_steps": args.other_steps,
         "noisy_labels": args.noisy_labels,
         "label_noise": args.label_noise,
+        "class_counts": args.class_counts,
+        "class_balanced": getattr(args, "class_balanced", False),
         "attention": args.attention if method == "dense-multimix" else None,
         "shared_lambda": args.shared_lambda if method == "dense-multimix" else None,
         "class_names": list(prepared.class_names),
@@ -561,7 +587,8 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     with open(os.path.join(out, "evaluation.json"), "w") as f:
         json.dump(result, f, indent=2)
     plot_confusion_matrix(report, os.path.join(out, "confusion_matrix.png"))
-    print(f"accuracy {report.accuracy:.4f} on {report.examples} examples, ECE {report.ece:.4f}")
+    print(f"accuracy {report.accuracy:.4f} on {report.examples} examples, balanced accuracy "
+          f"{report.balanced_accuracy:.4f}, macro-F1 {report.macro_f1:.4f}, ECE {report.ece:.4f}")
     for name, acc in report.per_class_accuracy.items():
         print(f"  {name}: {'-' if acc is None else f'{acc:.4f}'}")
     print(f"-> {os.path.join(out, 'evaluation.json')}, {os.path.join(out, 'confusion_matrix.png')}")

@@ -131,6 +131,72 @@ def _marsaglia_tsang(d: float, c: float, k: int) -> tuple[Tensor, Tensor]:
     return log_v, log_u < bound
 
 
+def sample_class_balanced_lambda(
+    targets: Tensor,
+    n: int,
+    alpha: AlphaLike = 0.2,
+    *,
+    num_classes: int | None = None,
+) -> Tensor:
+    """MultiMix weights that give every class in the batch the same expected share of the mixes.
+
+    Plain `sample_lambda` draws `Dir(alpha * 1_m)`: each example's expected weight is `1/m`, so a
+    class holding a few examples of a long-tailed batch gets a few percent of the mixed target mass,
+    and each example's gradient pulls its logits towards the batch's (imbalanced) class histogram:
+    with an affine classifier the mixed loss trains example `i` towards `(y_i + A * p) / (A + 1)`,
+    where `p` is the batch's class histogram and `A = alpha * m` (6.4 for Dir(0.2) over 32), so a rare
+    example's target is mostly the frequent class. Here example `i` of class `c` gets concentration
+    `alpha_i = alpha * m / (K * count_c)` (`K` classes present, `count_c` examples of class `c`; the
+    same total `alpha * m`), so `E[lam_i] = 1 / (K * count_c)`: each present class gets `1/K` of the
+    mass in expectation and the histogram `p` above becomes uniform over the present classes. On a
+    balanced batch it is `Dir(alpha * 1_m)`. Soft targets count their class mass: `count = sum_i y_i`
+    and example `i`'s count is `y_i . count`.
+
+    Args:
+        targets: class ids `[m]` (with `num_classes`, or the largest id + 1) or probabilities `[m, c]`.
+        n: number of mixes.
+        alpha: the Dirichlet concentration of a balanced batch, a float or a `(lo, hi)` range drawn per call.
+        num_classes: `c` for class-id targets.
+
+    Returns:
+        float32 `[m, n]`, columns non-negative and summing to 1, on the targets' device.
+
+    Example:
+        >>> lam = sample_class_balanced_lambda(torch.tensor([0, 0, 0, 1]), 20000, alpha=0.2)
+        >>> lam.shape, round(float(lam[3].mean()), 1)   # the single class-1 example: half the mass
+        (torch.Size([4, 20000]), 0.5)
+    """
+    check_positive_int(n, "n")
+    if not isinstance(targets, Tensor) or targets.dim() not in (1, 2):
+        raise ValueError(f"targets must be class ids [m] or probabilities [m, c], got "
+                         f"{getattr(targets, 'shape', type(targets).__name__)}")
+    m = targets.shape[0]
+    check_positive_int(m, "m")
+    lo, hi = check_alpha(alpha)
+    a = lo if lo == hi else lo + (hi - lo) * torch.rand(()).item()
+    if targets.dim() == 1:
+        c = num_classes if num_classes is not None else int(targets.max()) + 1
+        y = F.one_hot(targets.long(), c).float()
+    else:
+        y = targets.float()
+    if m == 1:
+        return torch.ones(m, n, device=targets.device)
+    counts = y.sum(0)  # [c]
+    present = (counts > 0).sum().clamp_min(1)
+    own = (y @ counts).clamp_min(torch.finfo(torch.float32).tiny)  # [m]: the size of each example's class
+    conc = (a * m / (present * own)).unsqueeze(1).expand(m, n).contiguous()
+    g = torch._standard_gamma(conc)
+    top = g.amax(dim=0, keepdim=True)
+    tiny = torch.finfo(g.dtype).tiny
+    g = g / top.clamp_min(tiny)
+    # as in sample_lambda: a column whose draws all underflow is a vertex of the simplex, drawn with
+    # probability proportional to each example's expected weight
+    pick = torch.multinomial(conc[:, 0], n, replacement=True).unsqueeze(0)
+    onehot = torch.zeros_like(g).scatter_(0, pick, 1.0)
+    g = torch.where(top <= tiny, onehot, g)
+    return g / g.sum(dim=0, keepdim=True)
+
+
 def sample_pair_lambda(m: int, alpha: float = 1.0, *, device: torch.device | str | None = None) -> Tensor:
     """Pairwise (manifold) mixup as interpolation weights: `[m, m]`, column `k` mixes example
     `k` with a random partner, `lam * e_k + (1 - lam) * e_perm(k)`, one `lam ~ Beta(alpha, alpha)`.

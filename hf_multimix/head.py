@@ -25,7 +25,7 @@ from .adapters import BackboneAdapter, find_adapter, unwrap_model
 from .adapters.base import Features, head_dtype, logits_of
 from .distributed import gather_batch, is_distributed
 from .config import CONFIG_FIELDS, MIXINGS, TEACHERS, MultiMixConfig, resolve_config
-from .functional import sample_pair_lambda
+from .functional import sample_class_balanced_lambda, sample_pair_lambda
 from .losses import clean_loss, dense_multimix_loss, multimix_loss, teacher_probabilities
 
 logger = logging.getLogger(__name__)
@@ -274,7 +274,11 @@ class MultiMixHead(TrainerModelMixin, nn.Module):
         if cfg.mix_across_processes and is_distributed():
             feats, labels, mix_logits, teacher_probs = self._gather(feats, labels, clean_logits, teacher_probs)
             m = labels.shape[0]
-        lam = sample_pair_lambda(m, cfg.alpha, device=feats.pooled.device) if cfg.mixing == "pairwise" else None
+        lam = None  # "multimix": the losses draw Dir(alpha) weights
+        if cfg.mixing == "pairwise":
+            lam = sample_pair_lambda(m, cfg.alpha, device=feats.pooled.device)
+        elif cfg.mixing == "class-balanced":
+            lam = sample_class_balanced_lambda(labels, cfg.n, cfg.alpha, num_classes=self.num_classes)
         common = dict(
             affine=self.adapter.affine, num_classes=self.num_classes, clean_logits=mix_logits,
             teacher_probs=teacher_probs,

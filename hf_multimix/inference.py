@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from .analysis import expected_calibration_error
+from .metrics import balanced_accuracy, macro_f1
 from .models import Classifier
 
 __all__ = ["read_inputs", "csv_texts", "check_inputs_fit", "evaluation_inputs", "predict_proba", "EvaluationReport", "evaluate_classifier", "plot_confusion_matrix"]
@@ -180,7 +181,8 @@ def predict_proba(classifier: Classifier, inputs: Sequence[Any], batch_size: int
 
 @dataclass
 class EvaluationReport:
-    """Accuracy, per-class accuracy, confusion matrix (rows: true class, columns: predicted) and ECE."""
+    """Accuracy, per-class accuracy, confusion matrix (rows: true class, columns: predicted), ECE, and balanced
+    accuracy and macro-F1 (every class weighs the same: a rare class that is never predicted shows in them)."""
 
     class_names: tuple[str, ...]
     accuracy: float
@@ -188,9 +190,12 @@ class EvaluationReport:
     confusion_matrix: list[list[int]]
     ece: float
     examples: int
+    balanced_accuracy: float
+    macro_f1: float
 
     def as_dict(self) -> dict[str, Any]:
-        return {"accuracy": self.accuracy, "ece": self.ece, "examples": self.examples,
+        return {"accuracy": self.accuracy, "balanced_accuracy": self.balanced_accuracy, "macro_f1": self.macro_f1,
+                "ece": self.ece, "examples": self.examples,
                 "per_class_accuracy": self.per_class_accuracy, "class_names": list(self.class_names),
                 "confusion_matrix": self.confusion_matrix}
 
@@ -214,7 +219,8 @@ def evaluate_classifier(classifier: Classifier, inputs: Sequence[Any], labels: n
     per_class = {n: (confusion[i, i].item() / counts[i].item() if counts[i] else None)
                  for i, n in enumerate(classifier.class_names)}
     return EvaluationReport(classifier.class_names, (pred == y).float().mean().item(), per_class,
-                            confusion.tolist(), expected_calibration_error(probs, y), int(len(y)))
+                            confusion.tolist(), expected_calibration_error(probs, y), int(len(y)),
+                            balanced_accuracy(pred, y, c), macro_f1(pred, y, c))
 
 
 def plot_confusion_matrix(report: EvaluationReport, path: str | Path) -> None:

@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 
 from .adapters.base import logits_of
 from .head import MultiMixHead
+from .metrics import classification_metrics
 
 MIXED_PRECISION = ("no", "fp16", "bf16")
 INPUT_MIX = (None, "mixup", "cutmix")
@@ -185,23 +186,31 @@ def _lr_lambda(total: int, warmup: int):
 
 
 @torch.no_grad()
-def evaluate(head: torch.nn.Module, loader: Iterable, accelerator: Accelerator, progress: bool = False) -> dict[str, float]:
-    """Accuracy and cross-entropy of the wrapped model on `loader`, gathered over processes once."""
+def evaluate(head: torch.nn.Module, loader: Iterable, accelerator: Accelerator, progress: bool = False) -> dict[str, Any]:
+    """Accuracy, balanced accuracy, macro-F1, per-class accuracy (a list in class-id order) and cross-entropy
+    of the wrapped model on `loader`, gathered over processes once."""
     head.eval()
     preds, labels, losses = [], [], []
+    num_classes = 0
     for batch in tqdm(loader, desc="eval", leave=False, disable=not (progress and accelerator.is_main_process)):
         if batch is None:  # every example of the batch failed to decode (counted by the dataset)
             continue
         inputs, y = _split(batch)
         logits = logits_of(head(**inputs))
+        num_classes = logits.shape[-1]
         loss = torch.nn.functional.cross_entropy(logits.float(), y, reduction="none")
         p, y, loss = accelerator.gather_for_metrics((logits.argmax(-1), y, loss))
         preds.append(p)
         labels.append(y)
         losses.append(loss)
     preds, labels, losses = torch.cat(preds), torch.cat(labels), torch.cat(losses)
+    # balanced accuracy and macro-F1 weigh every class equally: a collapsed minority class shows in them
+    scores = classification_metrics(preds, labels, num_classes)
     return {
         "eval_accuracy": (preds == labels).float().mean().item(),
+        "eval_balanced_accuracy": scores["balanced_accuracy"],
+        "eval_macro_f1": scores["macro_f1"],
+        "eval_per_class_accuracy": scores["per_class_accuracy"],
         "eval_loss": losses.mean().item(),
         "eval_examples": int(labels.numel()),
     }

@@ -158,3 +158,43 @@ def test_restore_writes_committed_rows_back_as_finished_runs(tmp_path):
     kept = json.loads(Path(acc.run_dir(str(out), "digits-lite0-50", "erm", 1), "metrics.json").read_text())
     assert kept["restored_from"] == str(report)
     assert acc.restore_runs(str(report), str(out)) == 0  # a finished run is never overwritten
+
+
+def test_report_adds_balanced_accuracy_per_class_and_its_verdict(tmp_path):
+    acc = _load("accuracy")
+    setting = "tweets-minilm-lt"
+    runs = {"erm": [(0.80, 0.50, [0.9, 0.6, 0.0]), (0.82, 0.55, [0.9, 0.7, 0.05])],
+            "mine": [(0.79, 0.60, [0.85, 0.65, 0.3]), (0.81, 0.66, [0.85, 0.73, 0.4])]}
+    rows = []
+    for variant, seeds in runs.items():
+        for seed, (a, b, per_class) in enumerate(seeds):
+            row = {"setting": setting, "variant": variant, "seed": seed, "eval_accuracy": a, "best_eval_accuracy": a,
+                   "train_time_s": 1.0, "eval_balanced_accuracy": b, "eval_macro_f1": b - 0.1,
+                   "eval_per_class_accuracy": per_class, "class_names": ["negative", "neutral", "positive"]}
+            rows.append(row)
+            path = acc.run_dir(str(tmp_path), setting, variant, seed)
+            os.makedirs(path)
+            with open(os.path.join(path, "metrics.json"), "w") as f:
+                json.dump(row, f)
+    text = acc.report(rows, [], str(tmp_path / "r.md"), "cmd")
+    # balanced accuracy: diffs 10 and 11 points; 95% interval 10.5 +- 12.706 * 0.707 / sqrt(2)
+    assert "| mine | 2 | 63.00 +- 4.24 | +10.50 [+4.15, +16.85] | 53.00 +- 4.24 | 85.0, 69.0, 35.0 |" in text
+    assert "per-class accuracy (%): negative, neutral, positive" in text
+    table = acc.verdict_table(str(tmp_path), [setting], "mine", [0, 1], metric="eval_balanced_accuracy")
+    assert "balanced accuracy difference" in table and table.endswith("| 2 | +10.50 [+4.15, +16.85] | win |")
+    # records from before balanced accuracy have none: left out of that table, kept in the accuracy one
+    old = acc.run_dir(str(tmp_path), setting, "old", 0)
+    os.makedirs(old)
+    with open(os.path.join(old, "metrics.json"), "w") as f:
+        json.dump({"variant": "old", "seed": 0, "eval_accuracy": 0.5}, f)
+    assert "old" not in acc.finished_runs(str(tmp_path), setting, "eval_balanced_accuracy")
+    assert acc.finished_runs(str(tmp_path), setting)["old"] == {0: 0.5}
+
+
+def test_records_name_their_provenance():
+    acc = _load("accuracy")
+    record = acc.provenance("python bench/accuracy.py --seeds 0")
+    assert record["command"] == "python bench/accuracy.py --seeds 0"
+    assert record["date"].startswith("20") and "CPU cores" in record["machine"]
+    assert record["versions"]["torch"] and record["versions"]["python"]
+    assert record["git_commit"] is None or len(record["git_commit"].split("+")[0]) == 40

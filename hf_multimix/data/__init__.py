@@ -16,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
-from .base import ClassificationData, Split, flip_labels, split
+from .base import ClassificationData, Split, flip_labels, split, subsample_classes
 from .embedded import TWEETS_CLASS_NAMES, digits, mnist, tweets, tweets_csv_path
 from .files import (
     IMAGE_EXTENSIONS,
@@ -50,6 +50,7 @@ __all__ = [
     "Split",
     "split",
     "flip_labels",
+    "subsample_classes",
     "load_data",
     "load_splits",
     "load_source",

@@ -228,3 +228,37 @@ def flip_labels(part: Split, fraction: float, num_classes: int, seed: int = 0) -
     # an offset in [1, num_classes) never maps a label to itself
     labels[idx] = (labels[idx] + rng.integers(1, num_classes, count)) % num_classes
     return Split(part.inputs, labels)
+
+
+def subsample_classes(part: Split, counts: Sequence[int], num_classes: int, seed: int = 0) -> Split:
+    """Keeps at most ``counts[c]`` examples of each class c: a long-tailed version of a split.
+
+    Each class's examples are shuffled with ``numpy.random.default_rng(seed)`` and the first
+    ``counts[c]`` kept (all of them when the class has fewer), in ascending original order. Used on
+    the training split to test how a method copes with rare classes; cut only ``train``, so the
+    held-out examples (and their class balance) stay those of the balanced run with the same seed.
+
+    Args:
+        part: The split to cut (usually ``data.train``).
+        counts: One cap per class, in class-id order, each >= 1.
+        num_classes: Number of classes (``len(counts)`` must equal it).
+        seed: Seed of the draw.
+
+    Returns:
+        A new ``Split`` with the kept examples.
+
+    Example:
+        >>> part = Split(np.zeros((10, 2, 2), np.uint8), np.arange(10) % 2)
+        >>> np.bincount(subsample_classes(part, [5, 2], 2).labels).tolist()
+        [5, 2]
+    """
+    counts = [int(c) for c in counts]
+    if len(counts) != num_classes:
+        raise ValueError(f"class counts name {len(counts)} class(es) but the data has {num_classes}; give one count "
+                         f"per class, in class-id order (e.g. {','.join(['100'] * num_classes)})")
+    if any(c < 1 for c in counts):
+        raise ValueError(f"class counts must be >= 1 (a class with no training example cannot be learnt), got "
+                         f"{counts}")
+    rng = np.random.default_rng(seed)
+    keep = [rng.permutation(np.flatnonzero(part.labels == c))[:n] for c, n in enumerate(counts)]
+    return part.subset(np.sort(np.concatenate(keep)))
