@@ -184,7 +184,10 @@ def sample_class_balanced_lambda(
     counts = y.sum(0)  # [c]
     present = (counts > 0).sum().clamp_min(1)
     own = (y @ counts).clamp_min(torch.finfo(torch.float32).tiny)  # [m]: the size of each example's class
-    conc = (a * m / (present * own)).unsqueeze(1).expand(m, n).contiguous()
+    per_example = a * m / (present * own)  # [m]
+    if torch.allclose(per_example, torch.full_like(per_example, a)):
+        return sample_lambda(m, n, a, device=targets.device)  # a balanced batch: exactly Dir(alpha * 1_m)
+    conc = per_example.unsqueeze(1).expand(m, n).contiguous()
     g = torch._standard_gamma(conc)
     top = g.amax(dim=0, keepdim=True)
     tiny = torch.finfo(g.dtype).tiny
