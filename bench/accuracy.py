@@ -34,6 +34,7 @@ from typing import Any
 import torch
 
 from hf_multimix.cli import build_parser, method_alpha, prepare, run_method
+from hf_multimix.training import move_run_aside
 
 # Data, model and budget: identical for every method of a setting.
 SETTINGS: dict[str, list[str]] = {
@@ -225,6 +226,9 @@ def run_one(setting: str, variant: str, method: str, extra: list[str], seed: int
             json.dump(metrics, f, indent=2)
         print(f"== {setting} | {variant} | seed {seed}: same configuration as {same}, not run again", flush=True)
         return metrics
+    aside = move_run_aside(path)  # an interrupted run (no metrics.json): start it again, keep the old one aside
+    if aside is not None:
+        print(f"== {setting} | {variant} | seed {seed}: an unfinished run moved to {aside}", flush=True)
     os.makedirs(path, exist_ok=True)
     args = build_parser().parse_args(argv)
     print(f"== {setting} | {variant} | seed {seed}", flush=True)
