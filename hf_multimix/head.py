@@ -20,11 +20,11 @@ from torch import Tensor, nn
 from transformers.utils import ModelOutput
 
 from ._checks import check_targets
-from .adapters import BackboneAdapter, find_adapter, unwrap_model
+from .adapters import BackboneAdapter, find_adapter, fsdp1_root, unwrap_model
 from .adapters.base import Features, head_dtype, logits_of
 from .distributed import gather_batch, is_distributed
 from .config import CONFIG_FIELDS, MIXINGS, TEACHERS, MultiMixConfig, resolve_config
-from .functional import one_hot_targets, sample_pair_lambda
+from .functional import build_attention, one_hot_targets, sample_pair_lambda
 from .losses import dense_multimix_loss, multimix_loss, soft_cross_entropy
 
 logger = logging.getLogger(__name__)
@@ -130,6 +130,11 @@ class MultiMixHead(nn.Module):
         self._warned_single_position = False
         self._decisions: torch.Generator | None = None
         if cfg.teacher == "ema" and cfg.distill_weight > 0:
+            if fsdp1_root(model) is not None:
+                raise ValueError(
+                    "teacher='ema' under FSDP1 (FullyShardedDataParallel): the teacher is a copy of the sharded "
+                    "model. Use teacher='self', or shard with FSDP2 (torch.distributed.fsdp.fully_shard)."
+                )
             self.teacher_model = copy.deepcopy(self.adapter.model).requires_grad_(False).eval()
             self._teacher_adapter = type(self.adapter)(self.teacher_model)
         else:
@@ -262,8 +267,14 @@ class MultiMixHead(nn.Module):
         feats = self.adapter.features(
             inputs, tokens=cfg.dense and mix, cls_attention=mix and cfg.dense and cfg.attention == "cls"
         )
-        classify = self._classify
-        clean_logits = classify(feats.pooled)
+        # The clean logits are the model's own output; for an affine classifier the mixed logits follow
+        # exactly from the clean ones (and the positions' logits, computed inside the forward), so no
+        # classifier runs after the forward: under FSDP1 its parameters are resharded by then.
+        logit_space = self.adapter.affine and feats.logits is not None and (
+            not (cfg.dense and mix) or feats.token_logits is not None)
+        if feats.logits is None or not logit_space and mix:
+            self._refuse_fsdp1_classifier_call()
+        clean_logits = feats.logits if feats.logits is not None else self._classify(feats.pooled)
         if not mix:
             y = one_hot_targets(labels, self.num_classes, cfg.label_smoothing, validate=False)
             return MultiMixOutput(loss=soft_cross_entropy(clean_logits, y).mean(), logits=clean_logits)
@@ -273,6 +284,16 @@ class MultiMixHead(nn.Module):
             feats, labels, mix_logits, teacher_probs = self._gather(feats, labels, clean_logits, teacher_probs)
             m = labels.shape[0]
         lam = sample_pair_lambda(m, cfg.alpha, device=feats.pooled.device) if cfg.mixing == "pairwise" else None
+        classify = self._classify
+        attention = feats.cls_attention if cfg.attention == "cls" else cfg.attention
+        if logit_space:
+            # MultiMix in logit space (METHOD.md s1): the loss mixes the logits the forward computed, with
+            # the identity as classifier; an attention read from the embeddings is built from them first.
+            if cfg.dense and attention == "pooled":
+                attention = build_attention("pooled", feats.tokens, pooled=feats.pooled, mask=feats.mask,
+                                            detach=cfg.detach_attention)
+            feats = Features(pooled=mix_logits, tokens=feats.token_logits, mask=feats.mask)
+            classify = _IDENTITY
         common = dict(
             affine=self.adapter.affine, num_classes=self.num_classes, clean_logits=mix_logits,
             teacher_probs=teacher_probs,
@@ -280,7 +301,6 @@ class MultiMixHead(nn.Module):
         )
         if cfg.dense:
             self._warn_single_position(feats.tokens)
-            attention = feats.cls_attention if cfg.attention == "cls" else cfg.attention
             loss = dense_multimix_loss(
                 feats.tokens, labels, classify, lam, cfg, attention=attention, pooled=feats.pooled, mask=feats.mask,
                 **common,
@@ -299,6 +319,7 @@ class MultiMixHead(nn.Module):
             pooled=gather_batch(feats.pooled), tokens=gather_batch(feats.tokens),
             mask=gather_batch(mask, grad=False, pad_value=False),
             cls_attention=gather_batch(feats.cls_attention, grad=False),
+            logits=gather_batch(feats.logits), token_logits=gather_batch(feats.token_logits),
         )
         return gathered, gather_batch(labels, grad=False), gather_batch(logits), gather_batch(teacher, grad=False)
 
@@ -309,6 +330,18 @@ class MultiMixHead(nn.Module):
                 "dense=True, but the backbone's features have a single position (e.g. a 1x1 feature map from "
                 "small images), so Dense MultiMix here is pooled MultiMix. Use larger inputs for a spatial "
                 "map, or dense=False.", UserWarning, stacklevel=3,
+            )
+
+    def _refuse_fsdp1_classifier_call(self) -> None:
+        """FSDP1 reshards the root's parameters after the forward, where the head would run the classifier."""
+        if fsdp1_root(self.model) is not None:
+            why = ("its classifier is not affine, so the mixed embeddings go through it after the forward"
+                   if not self.adapter.affine else
+                   f"{type(self.adapter).__name__} gives no logits from the forward (Features.logits / token_logits)")
+            raise ValueError(
+                f"MultiMixHead under FSDP1 (FullyShardedDataParallel): {why}, when FSDP1 has resharded the "
+                "classifier's parameters. Shard with FSDP2 (torch.distributed.fsdp.fully_shard) instead, or wrap "
+                "the head itself: FullyShardedDataParallel(MultiMixHead(model), ...)."
             )
 
     def _classify(self, z: Tensor) -> Tensor:
@@ -343,6 +376,10 @@ class MultiMixHead(nn.Module):
             with torch.no_grad():
                 logits = self._teacher_adapter.logits(inputs)
         return torch.softmax(logits.float() / self.temperature, dim=-1)
+
+
+#: The classifier of MultiMix in logit space: the logits are mixed as they are.
+_IDENTITY = nn.Identity()
 
 
 def _config_option(name: str) -> property:
