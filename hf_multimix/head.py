@@ -110,6 +110,8 @@ class MultiMixHead(nn.Module):
         self.adapter = adapter if adapter is not None else find_adapter(model)
         if unwrap_model(self.adapter.model) is not unwrap_model(model):
             raise ValueError("adapter was built for another model: pass adapter=MyAdapter(model) with this model.")
+        if fsdp1_root(model) is not None:
+            self.adapter.root = fsdp1_root(model)  # a given adapter too runs the FSDP1 wrapper's forward
         self.model = model
         if cfg.dense and not self.adapter.supports_tokens:
             raise ValueError(
@@ -307,6 +309,10 @@ class MultiMixHead(nn.Module):
             )
         else:
             loss = multimix_loss(feats.pooled, labels, classify, lam, cfg, **common)
+        if cfg.clean_weight == 0 and fsdp1_root(self.model) is not None:
+            # FSDP1 starts its backward (the root's pre-backward hook) from the gradient of the forward's
+            # output; without the clean term a dense loss reads only tensors the hooks caught.
+            loss = loss + 0.0 * clean_logits.sum()
         return MultiMixOutput(loss=loss, logits=clean_logits)
 
     @staticmethod
