@@ -110,9 +110,13 @@ class MultiMixHead(nn.Module):
         self.adapter = adapter if adapter is not None else find_adapter(model)
         if unwrap_model(self.adapter.model) is not unwrap_model(model):
             raise ValueError("adapter was built for another model: pass adapter=MyAdapter(model) with this model.")
-        if fsdp1_root(model) is not None:
-            self.adapter.root = fsdp1_root(model)  # a given adapter too runs the FSDP1 wrapper's forward
+        fsdp1 = fsdp1_root(model)
+        self._fsdp1 = fsdp1 is not None
+        if self._fsdp1:
+            self.adapter.root = fsdp1  # a given adapter too runs the FSDP1 wrapper's forward
         self.model = model
+        if self._fsdp1 and not self.adapter.affine:
+            self._refuse_fsdp1_classifier_call()
         if cfg.dense and not self.adapter.supports_tokens:
             raise ValueError(
                 f"dense=True needs per-position features, but {type(model).__name__} has no positions "
@@ -132,7 +136,7 @@ class MultiMixHead(nn.Module):
         self._warned_single_position = False
         self._decisions: torch.Generator | None = None
         if cfg.teacher == "ema" and cfg.distill_weight > 0:
-            if fsdp1_root(model) is not None:
+            if self._fsdp1:
                 raise ValueError(
                     "teacher='ema' under FSDP1 (FullyShardedDataParallel): the teacher is a copy of the sharded "
                     "model. Use teacher='self', or shard with FSDP2 (torch.distributed.fsdp.fully_shard)."
@@ -309,7 +313,7 @@ class MultiMixHead(nn.Module):
             )
         else:
             loss = multimix_loss(feats.pooled, labels, classify, lam, cfg, **common)
-        if cfg.clean_weight == 0 and fsdp1_root(self.model) is not None:
+        if cfg.clean_weight == 0 and self._fsdp1:
             # FSDP1 starts its backward (the root's pre-backward hook) from the gradient of the forward's
             # output; without the clean term a dense loss reads only tensors the hooks caught.
             loss = loss + 0.0 * clean_logits.sum()
@@ -325,7 +329,7 @@ class MultiMixHead(nn.Module):
             pooled=gather_batch(feats.pooled), tokens=gather_batch(feats.tokens),
             mask=gather_batch(mask, grad=False, pad_value=False),
             cls_attention=gather_batch(feats.cls_attention, grad=False),
-            logits=gather_batch(feats.logits), token_logits=gather_batch(feats.token_logits),
+            token_logits=gather_batch(feats.token_logits),  # the logits are gathered once, as `logits` below
         )
         return gathered, gather_batch(labels, grad=False), gather_batch(logits), gather_batch(teacher, grad=False)
 
@@ -340,14 +344,13 @@ class MultiMixHead(nn.Module):
 
     def _refuse_fsdp1_classifier_call(self) -> None:
         """FSDP1 reshards the root's parameters after the forward, where the head would run the classifier."""
-        if fsdp1_root(self.model) is not None:
+        if self._fsdp1:
             why = ("its classifier is not affine, so the mixed embeddings go through it after the forward"
                    if not self.adapter.affine else
                    f"{type(self.adapter).__name__} gives no logits from the forward (Features.logits / token_logits)")
             raise ValueError(
                 f"MultiMixHead under FSDP1 (FullyShardedDataParallel): {why}, when FSDP1 has resharded the "
-                "classifier's parameters. Shard with FSDP2 (torch.distributed.fsdp.fully_shard) instead, or wrap "
-                "the head itself: FullyShardedDataParallel(MultiMixHead(model), ...)."
+                "classifier's parameters. Shard with FSDP2 (torch.distributed.fsdp.fully_shard) instead."
             )
 
     def _classify(self, z: Tensor) -> Tensor:
