@@ -367,7 +367,7 @@ class TimmAdapter(BackboneAdapter):
     def _logits_of(self, output: Any, pooled: Tensor) -> Tensor | None:
         """The model's logits `[B, c]` from its output; None when the output is not one logits tensor
         (a distilled model trained with `set_distilled_training(True)` returns both heads' logits)."""
-        logits = output.logits if not isinstance(output, (Tensor, tuple)) else output
+        logits = output if isinstance(output, Tensor) else getattr(output, "logits", None)
         if isinstance(logits, Tensor) and logits.dim() == 2 and logits.shape == (pooled.shape[0], self.num_classes):
             return logits
         return None
