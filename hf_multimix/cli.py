@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import math
 import os
 import sys
@@ -222,7 +223,35 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--output-dir", default=None,
                    help="where evaluation.json and confusion_matrix.png go (default: the --checkpoint folder)")
     e.add_argument("--batch-size", type=_positive_int, default=64)
+    for command in (t, c, p, e):
+        command.add_argument("--log-level", type=str.upper, default="INFO", choices=LOG_LEVELS,
+                             help="what hf_multimix logs on stderr: INFO (default) names the adapter, the layer "
+                                  "mixed and the recipe chosen; WARNING shows only warnings")
     return parser
+
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+class _LogFormatter(logging.Formatter):
+    """timm's style: an INFO record is its message, other levels are prefixed with their name."""
+
+    _prefixed = logging.Formatter("%(levelname)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        return super().format(record) if record.levelno == logging.INFO else self._prefixed.format(record)
+
+
+def setup_logging(level: str = "INFO") -> None:
+    """hf_multimix's loggers at `level` on stderr, one line a record, as `logging.basicConfig` does: a
+    handler on the root logger only when it has none (a program that configured logging keeps its
+    own, and calling this twice adds nothing); the other libraries stay at the root's WARNING."""
+    root = logging.getLogger()
+    if not root.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(_LogFormatter())
+        root.addHandler(handler)
+    logging.getLogger("hf_multimix").setLevel(level)
 
 
 def _config_argv(argv: list[str], parser: argparse.ArgumentParser) -> list[str]:
@@ -620,6 +649,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(_config_argv(argv, parser))
+    setup_logging(args.log_level)
     import transformers
 
     # Loading a pretrained body under a new head reports the fresh head's weights; expected here.

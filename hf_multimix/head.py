@@ -21,11 +21,11 @@ from transformers.utils import ModelOutput
 
 from ._checks import check_targets
 from ._trainer_model import TrainerModelMixin
-from .adapters import BackboneAdapter, find_adapter, unwrap_model
+from .adapters import BackboneAdapter, find_adapter, fsdp1_root, unwrap_model
 from .adapters.base import Features, head_dtype, logits_of
 from .distributed import gather_batch, is_distributed
 from .config import CONFIG_FIELDS, MIXINGS, TEACHERS, MultiMixConfig, resolve_config
-from .functional import sample_class_balanced_lambda, sample_pair_lambda
+from .functional import build_attention, sample_class_balanced_lambda, sample_pair_lambda
 from .losses import clean_loss, dense_multimix_loss, multimix_loss, teacher_probabilities
 
 logger = logging.getLogger(__name__)
@@ -111,7 +111,13 @@ class MultiMixHead(TrainerModelMixin, nn.Module):
         self.adapter = adapter if adapter is not None else find_adapter(model)
         if unwrap_model(self.adapter.model) is not unwrap_model(model):
             raise ValueError("adapter was built for another model: pass adapter=MyAdapter(model) with this model.")
+        fsdp1 = fsdp1_root(model)
+        self._fsdp1 = fsdp1 is not None
+        if self._fsdp1:
+            self.adapter.root = fsdp1  # a given adapter too runs the FSDP1 wrapper's forward
         self.model = model
+        if self._fsdp1 and not self.adapter.affine:
+            self._refuse_fsdp1_classifier_call()
         if cfg.dense and not self.adapter.supports_tokens:
             raise ValueError(
                 f"dense=True needs per-position features, but {type(model).__name__} has no positions "
@@ -131,6 +137,11 @@ class MultiMixHead(TrainerModelMixin, nn.Module):
         self._warned_single_position = False
         self._decisions: torch.Generator | None = None
         if cfg.teacher == "ema" and cfg.distill_weight > 0:
+            if self._fsdp1:
+                raise ValueError(
+                    "teacher='ema' under FSDP1 (FullyShardedDataParallel): the teacher is a copy of the sharded "
+                    "model. Use teacher='self', or shard with FSDP2 (torch.distributed.fsdp.fully_shard)."
+                )
             self.teacher_model = copy.deepcopy(self.adapter.model).requires_grad_(False).eval()
             self._teacher_adapter = type(self.adapter)(self.teacher_model)
         else:
@@ -264,8 +275,14 @@ class MultiMixHead(TrainerModelMixin, nn.Module):
         feats = self.adapter.features(
             inputs, tokens=cfg.dense and mix, cls_attention=mix and cfg.dense and cfg.attention == "cls"
         )
-        classify = self._classify
-        clean_logits = classify(feats.pooled)
+        # The clean logits are the model's own output; for an affine classifier the mixed logits follow
+        # exactly from the clean ones (and the positions' logits, computed inside the forward), so no
+        # classifier runs after the forward: under FSDP1 its parameters are resharded by then.
+        logit_space = self.adapter.affine and feats.logits is not None and (
+            not (cfg.dense and mix) or feats.token_logits is not None)
+        if feats.logits is None or not logit_space and mix:
+            self._refuse_fsdp1_classifier_call()
+        clean_logits = feats.logits if feats.logits is not None else self._classify(feats.pooled)
         if not mix:
             loss = clean_loss(clean_logits, labels, self.num_classes, cfg.task, cfg.label_smoothing)
             return MultiMixOutput(loss=loss, logits=clean_logits)
@@ -279,6 +296,16 @@ class MultiMixHead(TrainerModelMixin, nn.Module):
             lam = sample_pair_lambda(m, cfg.alpha, device=feats.pooled.device)
         elif cfg.mixing == "class-balanced":
             lam = sample_class_balanced_lambda(labels, cfg.n, cfg.alpha, num_classes=self.num_classes)
+        classify = self._classify
+        attention = feats.cls_attention if cfg.attention == "cls" else cfg.attention
+        if logit_space:
+            # MultiMix in logit space (METHOD.md s1): the loss mixes the logits the forward computed, with
+            # the identity as classifier; an attention read from the embeddings is built from them first.
+            if cfg.dense and attention == "pooled":
+                attention = build_attention("pooled", feats.tokens, pooled=feats.pooled, mask=feats.mask,
+                                            detach=cfg.detach_attention)
+            feats = Features(pooled=mix_logits, tokens=feats.token_logits, mask=feats.mask)
+            classify = _IDENTITY
         common = dict(
             affine=self.adapter.affine, num_classes=self.num_classes, clean_logits=mix_logits,
             teacher_probs=teacher_probs,
@@ -286,13 +313,16 @@ class MultiMixHead(TrainerModelMixin, nn.Module):
         )
         if cfg.dense:
             self._warn_single_position(feats.tokens)
-            attention = feats.cls_attention if cfg.attention == "cls" else cfg.attention
             loss = dense_multimix_loss(
                 feats.tokens, labels, classify, lam, cfg, attention=attention, pooled=feats.pooled, mask=feats.mask,
                 **common,
             )
         else:
             loss = multimix_loss(feats.pooled, labels, classify, lam, cfg, **common)
+        if cfg.clean_weight == 0 and self._fsdp1:
+            # FSDP1 starts its backward (the root's pre-backward hook) from the gradient of the forward's
+            # output; without the clean term a dense loss reads only tensors the hooks caught.
+            loss = loss + 0.0 * clean_logits.sum()
         return MultiMixOutput(loss=loss, logits=clean_logits)
 
     @staticmethod
@@ -305,6 +335,7 @@ class MultiMixHead(TrainerModelMixin, nn.Module):
             pooled=gather_batch(feats.pooled), tokens=gather_batch(feats.tokens),
             mask=gather_batch(mask, grad=False, pad_value=False),
             cls_attention=gather_batch(feats.cls_attention, grad=False),
+            token_logits=gather_batch(feats.token_logits),  # the logits are gathered once, as `logits` below
         )
         return gathered, gather_batch(labels, grad=False), gather_batch(logits), gather_batch(teacher, grad=False)
 
@@ -315,6 +346,17 @@ class MultiMixHead(TrainerModelMixin, nn.Module):
                 "dense=True, but the backbone's features have a single position (e.g. a 1x1 feature map from "
                 "small images), so Dense MultiMix here is pooled MultiMix. Use larger inputs for a spatial "
                 "map, or dense=False.", UserWarning, stacklevel=3,
+            )
+
+    def _refuse_fsdp1_classifier_call(self) -> None:
+        """FSDP1 reshards the root's parameters after the forward, where the head would run the classifier."""
+        if self._fsdp1:
+            why = ("its classifier is not affine, so the mixed embeddings go through it after the forward"
+                   if not self.adapter.affine else
+                   f"{type(self.adapter).__name__} gives no logits from the forward (Features.logits / token_logits)")
+            raise ValueError(
+                f"MultiMixHead under FSDP1 (FullyShardedDataParallel): {why}, when FSDP1 has resharded the "
+                "classifier's parameters. Shard with FSDP2 (torch.distributed.fsdp.fully_shard) instead."
             )
 
     def _classify(self, z: Tensor) -> Tensor:
@@ -373,6 +415,10 @@ def _resolve_task(cfg: MultiMixConfig, model: nn.Module) -> MultiMixConfig:
             f"follow the model, or set model.config.problem_type to match."
         )
     return cfg
+
+
+#: The classifier of MultiMix in logit space: the logits are mixed as they are.
+_IDENTITY = nn.Identity()
 
 
 def _config_option(name: str) -> property:

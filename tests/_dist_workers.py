@@ -93,9 +93,10 @@ def spawned_train_worker(rank, world, port, out_dir):
     train_worker(out_dir)
 
 
-# ------------------------------------------------------------------------------------------ FSDP2
+# ------------------------------------------------------------------------------------------ FSDP
 
 FSDP_CASES = ["timm-resnet", "timm-vit", "hf-vit", "hf-electra", "hf-llama"]
+FSDP_KINDS = ["fsdp2", "fsdp1"]
 
 
 def fsdp_model(case):
@@ -135,68 +136,133 @@ def fsdp_model(case):
     return model, layers, {"input_ids": ids.masked_fill(mask == 0, 0), "attention_mask": mask}
 
 
+def shard(kind, model, layers):
+    """The model sharded as users shard a classifier: FSDP2's `fully_shard` on each layer, then the root
+    (the model keeps its class), or FSDP1's `FullyShardedDataParallel` with an auto-wrap policy over the
+    layers and `use_orig_params=True` (a wrapper around the model). On CPU FSDP1 needs
+    `device_id=torch.device("cpu")`: with `device_id=None` it looks for an accelerator and refuses."""
+    if kind == "fsdp2":
+        from torch.distributed.fsdp import fully_shard
+
+        for layer in layers:
+            fully_shard(layer)
+        return fully_shard(model)
+    import functools
+
+    from torch.distributed.fsdp import FullyShardedDataParallel
+    from torch.distributed.fsdp.wrap import lambda_auto_wrap_policy
+
+    ids = {id(layer) for layer in layers}
+    policy = functools.partial(lambda_auto_wrap_policy, lambda_fn=lambda module: id(module) in ids)
+    return FullyShardedDataParallel(model, auto_wrap_policy=policy, use_orig_params=True,
+                                    device_id=torch.device("cpu"), sync_module_states=False)
+
+
+def full_grads(kind, model):
+    """`{name: full gradient}` of a sharded model, under the unsharded model's parameter names."""
+    if kind == "fsdp2":
+        return {n: p.grad.full_tensor() for n, p in model.named_parameters() if p.grad is not None}
+    from torch.distributed.fsdp import FullyShardedDataParallel
+
+    with FullyShardedDataParallel.summon_full_params(model, with_grads=True):
+        return {n.replace("_fsdp_wrapped_module.", ""): p.grad.clone()
+                for n, p in model.named_parameters() if p.grad is not None}
+
+
 def fsdp_worker(rank, world, init_file, out_dir):
-    """Every case of `FSDP_CASES` under FSDP2 (`fully_shard` on each layer, then the root): the plain
-    model's cross-entropy and MultiMix losses, pooled, dense and (ViTs) dense with CLS attention, with an
-    unsharded copy as reference."""
-    import copy
+    """Every case of `FSDP_CASES` under FSDP2 and FSDP1 (`shard`): the plain model's cross-entropy and
+    MultiMix losses, pooled, dense, dense without the clean term (its gradient then reaches the model only
+    through hooked tensors, not the model's output) and (ViTs) dense with CLS attention, with an unsharded
+    copy as reference."""
     import warnings
-
-    import torch.nn.functional as F
-    from torch.distributed.fsdp import fully_shard
-
-    from hf_multimix import MultiMixHead
 
     warnings.filterwarnings("ignore")
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     results = {}
-    for case in FSDP_CASES:
-        model, layers, inputs = fsdp_model(case)
-        model.eval()  # dropout off: the sharded and unsharded runs must agree
-        reference = copy.deepcopy(model)
-        for layer in layers:
-            fully_shard(layer)
-        fully_shard(model)
-        key = next(iter(inputs))
-        same = {k: v[:1].expand(v.shape[0], *v.shape[1:]).clone() for k, v in inputs.items()}
-        y = torch.tensor([0, 1, 2, 1])
-        row = {}
-        out = model(*[same[key]], **{k: v for k, v in same.items() if k != key}) if case.startswith("timm") \
-            else model(**same)
-        logits = out if isinstance(out, torch.Tensor) else out.logits
-        ce = F.cross_entropy(logits, torch.full((4,), 2))
-        ce.backward()
-        row["plain_ce"] = float(ce)
-        row["plain_grads_finite"] = all(torch.isfinite(p.grad.full_tensor()).all().item()
-                                        for p in model.parameters() if p.grad is not None)
-        model.zero_grad(set_to_none=True)
-        modes = [("pooled", False, "uniform"), ("dense", True, "uniform")] + ([("cls", True, "cls")] if "vit" in case
-                                                                               else [])
-        for name, dense, attention in modes:
-            sharded = MultiMixHead(model, n=20, dense=dense, attention=attention, clean_weight=1.0)
-            plain = MultiMixHead(reference, n=20, dense=dense, attention=attention, clean_weight=1.0)
-            for head in (sharded, plain):
-                head.train()
-                head.model.eval()
-            # identical examples: every mix is that example, so the loss is (1 + clean_weight) * CE
-            row[f"{name}_same"] = float(sharded(**same, labels=torch.full((4,), 2)).loss) if not dense else None
-            torch.manual_seed(10)
-            loss = sharded(**inputs, labels=y).loss
-            loss.backward()
-            torch.manual_seed(10)
-            ref = plain(**inputs, labels=y).loss
-            ref.backward()
-            row[f"{name}_loss"], row[f"{name}_ref"] = float(loss), float(ref)
-            grads = {n: p.grad.full_tensor() for n, p in model.named_parameters() if p.grad is not None}
-            ref_grads = {n: p.grad for n, p in reference.named_parameters() if p.grad is not None}
-            row[f"{name}_grads_finite"] = all(torch.isfinite(g).all().item() for g in grads.values())
-            row[f"{name}_grad_names_match"] = sorted(grads) == sorted(ref_grads)
-            row[f"{name}_max_grad_diff"] = max(float((grads[n] - ref_grads[n]).abs().max()) for n in grads)
-            row[f"{name}_adapter"] = type(sharded.adapter).__name__
-            model.zero_grad(set_to_none=True)
-            reference.zero_grad(set_to_none=True)
-        results[case] = row
+    for kind in FSDP_KINDS:
+        for case in FSDP_CASES:
+            results[f"{kind}-{case}"] = _fsdp_case(kind, case)
     with open(os.path.join(out_dir, f"fsdp{rank}.json"), "w") as f:
         json.dump(results, f)
     dist.destroy_process_group()
+
+
+def _fsdp_case(kind, case):
+    import copy
+
+    import torch.nn.functional as F
+
+    from hf_multimix import MultiMixHead
+
+    model, layers, inputs = fsdp_model(case)
+    model.eval()  # dropout off: the sharded and unsharded runs must agree
+    reference = copy.deepcopy(model)
+    model = shard(kind, model, layers)
+    key = next(iter(inputs))
+    same = {k: v[:1].expand(v.shape[0], *v.shape[1:]).clone() for k, v in inputs.items()}
+    y = torch.tensor([0, 1, 2, 1])
+    row = {}
+    out = model(*[same[key]], **{k: v for k, v in same.items() if k != key}) if case.startswith("timm") \
+        else model(**same)
+    logits = out if isinstance(out, torch.Tensor) else out.logits
+    ce = F.cross_entropy(logits, torch.full((4,), 2))
+    ce.backward()
+    row["plain_ce"] = float(ce)
+    row["plain_grads_finite"] = all(torch.isfinite(g).all().item() for g in full_grads(kind, model).values())
+    model.zero_grad(set_to_none=True)
+    modes = [("pooled", False, "uniform", 1.0), ("dense", True, "uniform", 1.0), ("dense0", True, "pooled", 0.0)]
+    modes += [("cls", True, "cls", 1.0)] if "vit" in case else []
+    for name, dense, attention, clean_weight in modes:
+        sharded = MultiMixHead(model, n=20, dense=dense, attention=attention, clean_weight=clean_weight)
+        plain = MultiMixHead(reference, n=20, dense=dense, attention=attention, clean_weight=clean_weight)
+        for head in (sharded, plain):
+            head.train()
+            head.model.eval()
+        if name == "pooled":
+            # identical examples: every mix is that example, so the loss is (1 + clean_weight) * CE
+            with torch.no_grad():
+                row["pooled_same"] = float(sharded(**same, labels=torch.full((4,), 2)).loss)
+        for step in range(2):  # a second step: FSDP's state after the first backward is sound
+            torch.manual_seed(10 + step)
+            loss = sharded(**inputs, labels=y).loss
+            loss.backward()
+            torch.manual_seed(10 + step)
+            ref = plain(**inputs, labels=y).loss
+            ref.backward()
+        row[f"{name}_loss"], row[f"{name}_ref"] = float(loss), float(ref)
+        grads = full_grads(kind, model)
+        ref_grads = {n: p.grad for n, p in reference.named_parameters() if p.grad is not None}
+        row[f"{name}_grads_finite"] = all(torch.isfinite(g).all().item() for g in grads.values())
+        row[f"{name}_grad_names_match"] = sorted(grads) == sorted(ref_grads)
+        row[f"{name}_max_grad_diff"] = max(float((grads[n] - ref_grads[n]).abs().max()) for n in grads)
+        row[f"{name}_adapter"] = type(sharded.adapter).__name__
+        model.zero_grad(set_to_none=True)
+        reference.zero_grad(set_to_none=True)
+    if kind == "fsdp1" and case == "timm-resnet":
+        row["refusals"] = _fsdp1_refusals(model, inputs, y)
+    return row
+
+
+def _fsdp1_refusals(model, inputs, y):
+    """The errors of what would run the classifier after FSDP1's forward: an EMA teacher, an adapter
+    that gives no logits."""
+    from hf_multimix import MultiMixHead
+    from hf_multimix.adapters.timm import TimmAdapter
+
+    class NoLogits(TimmAdapter):  # a custom adapter as users write them: pooled features only
+        def features(self, inputs, *, tokens=False, cls_attention=False):
+            feats = super().features(inputs, tokens=tokens, cls_attention=cls_attention)
+            feats.logits = feats.token_logits = None
+            return feats
+
+    errors = []
+    try:
+        MultiMixHead(model, teacher="ema", distill_weight=0.5)
+    except ValueError as e:
+        errors.append(str(e))
+    try:
+        MultiMixHead(model, adapter=NoLogits(model.module)).train()(**inputs, labels=y)
+    except ValueError as e:
+        errors.append(str(e))
+    return errors

@@ -283,3 +283,28 @@ def test_eval_with_labels_is_exactly_the_model():
     out = head(input_ids=ids, labels=y, return_dict=False)
     assert isinstance(out, tuple) and torch.equal(out[1], ref.logits)
     torch.testing.assert_close(out[0], F.cross_entropy(ref.logits, y))
+
+
+@pytest.mark.parametrize("family", ["timm", "hf"])
+@pytest.mark.parametrize("dense", [False, True])
+def test_training_step_runs_the_classifier_only_inside_the_forward(family, dense):
+    """The clean logits are the forward's output and the positions' logits are computed inside it;
+    the loss mixes logits, so nothing calls the classifier after the forward (FSDP1 has resharded
+    its parameters by then)."""
+    if family == "timm":
+        model = tiny_timm()
+        inputs = {"x": images()}
+    else:
+        model = tiny_bert()
+        inputs = {"input_ids": torch.randint(3, 50, (4, 6)), "attention_mask": torch.ones(4, 6, dtype=torch.long)}
+    head = MultiMixHead(model, n=20, dense=dense, attention="pooled", clean_weight=0.0)
+    head(**inputs, labels=torch.tensor([0, 1, 2, 0])).loss  # the first step finds the generic path's layer
+    classifier = head.adapter.classifier
+    depth, outside = [], []
+    model.register_forward_pre_hook(lambda module, args: depth.append(1))
+    model.register_forward_hook(lambda module, args, out: depth.pop() and None)
+    classifier.register_forward_pre_hook(lambda module, args: None if depth else outside.append(module))
+    loss = head(**inputs, labels=torch.tensor([0, 1, 2, 0])).loss
+    loss.backward()
+    assert torch.isfinite(loss) and not outside
+    assert classifier.weight.grad is not None and classifier.weight.grad.abs().sum() > 0

@@ -32,14 +32,38 @@ def register_adapter(cls: type[BackboneAdapter]) -> type[BackboneAdapter]:
     return cls
 
 
-def unwrap_model(model: nn.Module) -> nn.Module:
+def is_fsdp1(module: nn.Module) -> bool:
+    """Whether `module` is FSDP1's `FullyShardedDataParallel` wrapper (FSDP2's `fully_shard` keeps the
+    module's own class)."""
+    return type(module).__name__ == "FullyShardedDataParallel" and type(module).__module__.startswith(
+        "torch.distributed.fsdp")
+
+
+def fsdp1_root(model: nn.Module) -> nn.Module | None:
+    """The outermost FSDP1 wrapper among the wrappers `unwrap_model` sees through, else None."""
+    for _ in range(8):
+        if is_fsdp1(model):
+            return model
+        inner = unwrap_model(model, levels=1)
+        if inner is model:
+            return None
+        model = inner
+    return None
+
+
+def unwrap_model(model: nn.Module, levels: int = 8) -> nn.Module:
     """The classifier inside the wrappers users put around it: `torch.compile`'s `OptimizedModule`
-    (`._orig_mod`) and PEFT's `PeftModel` (`.get_base_model()`, whose layers carry the adapters
-    in place). Adapters read this module; `MultiMixHead` still calls the model as given."""
-    for _ in range(8):  # a compiled PEFT model is two levels deep
+    (`._orig_mod`), PEFT's `PeftModel` (`.get_base_model()`, whose layers carry the adapters
+    in place) and FSDP1's `FullyShardedDataParallel` (`.module`). Adapters read this module;
+    `MultiMixHead` still calls the model as given, and the adapters run an FSDP1 wrapper's forward
+    (`BackboneAdapter.root`), where it gathers the parameters."""
+    for _ in range(levels):  # a compiled PEFT model is two levels deep
         inner = getattr(model, "_orig_mod", None)
         if isinstance(inner, nn.Module):
             model = inner
+            continue
+        if is_fsdp1(model):
+            model = model.module
             continue
         if type(model).__module__.split(".")[0] == "peft" and callable(getattr(model, "get_base_model", None)):
             model = model.get_base_model()
@@ -52,10 +76,12 @@ def find_adapter(model: nn.Module) -> BackboneAdapter:
     """Returns an adapter instance for `model` (seen through `unwrap_model`), or raises a
     `TypeError` saying how to add one."""
     _load_builtin()
+    root = fsdp1_root(model)
     model = unwrap_model(model)
     for cls in _REGISTRY:
         if cls.matches(model):
             adapter = cls(model)
+            adapter.root = root
             logger.info("hf_multimix: %s takes %s", cls.__name__, type(model).__name__)
             return adapter
     known = ", ".join(c.__name__ for c in _REGISTRY)

@@ -34,12 +34,20 @@ class Features:
         mask: bool `[m, r]`, True for real positions (False for padding); None means all real.
         cls_attention: `[m, r]` CLS-to-position attention of the last block (ViT-like models),
             when asked for and available.
+        logits: the model's own logits `[m, c]`, read from the output of the forward that gave the
+            features (`logits_of`); None for adapters that do not set it (the head then applies the
+            classifier to `pooled`).
+        token_logits: the classifier at every position `[m, r, c]`, computed inside the forward
+            (where FSDP holds the classifier's parameters), when `tokens` are asked for and the
+            classifier is affine; None otherwise.
     """
 
     pooled: Tensor
     tokens: Tensor | None = None
     mask: Tensor | None = None
     cls_attention: Tensor | None = None
+    logits: Tensor | None = None
+    token_logits: Tensor | None = None
 
 
 class BackboneAdapter(ABC):
@@ -58,6 +66,16 @@ class BackboneAdapter(ABC):
 
     def __init__(self, model: nn.Module) -> None:
         self.model = model
+
+    @property
+    def root(self) -> nn.Module:
+        """The module whose forward the adapter runs: the model itself, or the FSDP1 wrapper around it
+        (`FullyShardedDataParallel`, whose forward gathers the parameters), as `find_adapter` sets it."""
+        return self.__dict__.get("_root") or self.model
+
+    @root.setter
+    def root(self, module: nn.Module | None) -> None:
+        self.__dict__["_root"] = module
 
     @classmethod
     @abstractmethod
@@ -117,10 +135,10 @@ class BackboneAdapter(ABC):
 
         Args:
             inputs: the model's keyword inputs, without labels.
-            module: the module to call with them, by default `self.model`; `MultiMixHead` passes the
+            module: the module to call with them, by default `self.root`; `MultiMixHead` passes the
                 model as the user gave it (compiled or PEFT-wrapped) when the adapter sees its inside.
         """
-        module = self.model if module is None else module
+        module = self.root if module is None else module
         rest = dict(inputs)
         return module(rest.pop(self.main_input_name), **rest) if self.main_input_name in rest else module(**rest)
 

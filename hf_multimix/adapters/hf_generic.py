@@ -176,7 +176,7 @@ class HFGenericAdapter(BackboneAdapter):
     def forward_model(self, inputs: Mapping[str, Any], module: nn.Module | None = None) -> Any:
         """Exactly `model(**inputs)`; labels are refused (the model would compute its own loss)."""
         refuse_labels(self, inputs)
-        return (self.model if module is None else module)(**inputs)
+        return (self.root if module is None else module)(**inputs)
 
     def batch_size(self, inputs: Mapping[str, Any]) -> int:
         x = inputs.get(self.main_input_name)
@@ -221,7 +221,7 @@ class HFGenericAdapter(BackboneAdapter):
         try:
             with forward_hooks(self._candidates if self._final is None else [self._final], record), \
                     (self._cls_attention_hook(inputs, extra) if cls_attention else nullcontext()):
-                out = self.model(**inputs)
+                out = self.root(**inputs)
         finally:
             if grab is not None:
                 grab.remove()
@@ -232,22 +232,23 @@ class HFGenericAdapter(BackboneAdapter):
         attention = extra.get("cls_attention")
         if self._per_token:
             z = z.reshape(z.shape[0], -1, z.shape[-1])
-            y = y.reshape(y.shape[0], -1, y.shape[-1])
+            y = y.reshape(y.shape[0], -1, y.shape[-1])  # the final layer on every token: the token logits
             index = _row_index(y, logits)
             pooled = z[torch.arange(z.shape[0], device=z.device), index]
             if not tokens:
-                return Features(pooled=pooled, cls_attention=attention)
-            return Features(pooled=pooled, tokens=z, mask=self._token_mask(inputs, z.shape[1]), cls_attention=attention)
+                return Features(pooled=pooled, cls_attention=attention, logits=logits)
+            return Features(pooled=pooled, tokens=z, mask=self._token_mask(inputs, z.shape[1]), cls_attention=attention,
+                            logits=logits, token_logits=y)
         pooled = z.reshape(z.shape[0], -1)
         if not tokens:
-            return Features(pooled=pooled, cls_attention=attention)
+            return Features(pooled=pooled, cls_attention=attention, logits=logits)
         if not base_out:
             raise ValueError(
                 f"dense=True needs positions, but {type(self.model).__name__} has no base model to read them from; "
                 "use dense=False (pooled MultiMix)."
             )
         feats = self._dense(inputs, base_out[-1], pooled)
-        feats.cls_attention = attention
+        feats.cls_attention, feats.logits = attention, logits
         return feats
 
     def _cls_attention_hook(self, inputs: Mapping[str, Any], out: dict[str, Tensor]) -> AbstractContextManager:
@@ -318,39 +319,48 @@ class HFGenericAdapter(BackboneAdapter):
             mask = self._token_mask(inputs, hidden.shape[1])
             mask = None if mask is None else mask[:, prefix:]
         m = hidden.shape[0]
+        # The replays run the final layer on every position, inside the root forward: its outputs are
+        # the positions' logits.
         if self._fast:
-            tokens = self._replay_singles(inputs, base_out, _singles(hidden, prefix)).reshape(m, -1, pooled.shape[-1])
+            tokens, token_logits = self._replay_singles(inputs, base_out, _singles(hidden, prefix))
+            tokens, token_logits = (t.reshape(m, -1, t.shape[-1]) for t in (tokens, token_logits))
         else:
-            tokens = torch.stack(self._replay_many(inputs, base_out, _full_copies(hidden, prefix)), dim=1)
-        return Features(pooled=pooled, tokens=tokens, mask=mask)
+            replays = self._replay_many(inputs, base_out, _full_copies(hidden, prefix))
+            tokens = torch.stack([z for z, _ in replays], dim=1)
+            token_logits = torch.stack([y for _, y in replays], dim=1)
+        return Features(pooled=pooled, tokens=tokens, mask=mask, token_logits=token_logits)
 
     def _prefix_tokens(self) -> int:
         """CLS, distillation and register tokens the embeddings prepend (not positions)."""
         return count_prefix_tokens(getattr(getattr(self.model, "base_model", None), "embeddings", None), PREFIX_PARAMS)
 
-    def _replay_singles(self, inputs: Mapping[str, Any], base_out: Any, singles: Tensor) -> Tensor:
+    def _replay_singles(self, inputs: Mapping[str, Any], base_out: Any, singles: Tensor) -> tuple[Tensor, Tensor]:
         """`_replay` of single positions `[N, ...]` (N = m*r), in chunks of about `REPLAY_CHUNK_BYTES`;
         the inputs are not repeated (the head reads only the replayed hidden state, as checked)."""
         per_row = max(1, singles[:1].numel() * singles.element_size())
         k = max(1, REPLAY_CHUNK_BYTES // per_row)
-        return torch.cat([self._replay(inputs, base_out, chunk) for chunk in singles.split(k)])
+        parts = [self._replay(inputs, base_out, chunk) for chunk in singles.split(k)]
+        return torch.cat([z for z, _ in parts]), torch.cat([y for _, y in parts])
 
-    def _replay_many(self, inputs: Mapping[str, Any], base_out: Any, hiddens: list[Tensor]) -> list[Tensor]:
+    def _replay_many(self, inputs: Mapping[str, Any], base_out: Any,
+                     hiddens: list[Tensor]) -> list[tuple[Tensor, Tensor]]:
         """`_replay` of several full-length hidden states, batched in chunks of about `REPLAY_CHUNK_BYTES`
         (the inputs are repeated along the batch for each chunk): one call of the model's head per chunk."""
         m = hiddens[0].shape[0]
         per_position = hiddens[0].numel() * hiddens[0].element_size() + sum(
             v.numel() * v.element_size() for v in inputs.values() if _batched(v, m))
         k = max(1, min(len(hiddens), REPLAY_CHUNK_BYTES // max(1, per_position)))
-        out: list[Tensor] = []
+        out: list[tuple[Tensor, Tensor]] = []
         for start in range(0, len(hiddens), k):
             chunk = hiddens[start : start + k]
             batch = inputs if len(chunk) == 1 else _repeat_batch(inputs, len(chunk), m)
-            out.extend(self._replay(batch, base_out, torch.cat(chunk) if len(chunk) > 1 else chunk[0]).split(m))
+            z, y = self._replay(batch, base_out, torch.cat(chunk) if len(chunk) > 1 else chunk[0])
+            out.extend(zip(z.split(m), y.split(m)))
         return out
 
-    def _replay(self, inputs: Mapping[str, Any], base_out: Any, hidden: Tensor) -> Tensor:
-        """The final layer's input when the base model returns `hidden` as its last hidden state."""
+    def _replay(self, inputs: Mapping[str, Any], base_out: Any, hidden: Tensor) -> tuple[Tensor, Tensor]:
+        """The final layer's input `[N, d]` and output `[N, c]` when the base model returns `hidden` as
+        its last hidden state."""
         fields = {"last_hidden_state": hidden}
         if self._pooler is not None:
             fields["pooler_output"] = self._pool(hidden, base_out)
@@ -358,9 +368,9 @@ class HFGenericAdapter(BackboneAdapter):
         record: list = []
         with replaced_attribute(self.model.base_model, "forward", lambda *args, **kwargs: stub), \
                 forward_hooks([self._final], record), frozen_batch_norms(self.model.modules()):
-            self.model(**inputs)
-        z = record[-1][1]
-        return z.reshape(z.shape[0], -1)
+            self.root(**inputs)
+        _, z, y = record[-1]
+        return z.reshape(z.shape[0], -1), y.reshape(y.shape[0], -1)
 
     def _pool(self, hidden: Tensor, base_out: Any) -> Tensor:
         ref = base_out.pooler_output
@@ -389,7 +399,7 @@ class HFGenericAdapter(BackboneAdapter):
             record: list = []
             try:
                 with forward_hooks([self._final], record):
-                    self.model(**inputs)
+                    self.root(**inputs)
             finally:
                 grab.remove()
             base_out, z = seen[-1], record[-1][1].reshape(record[-1][1].shape[0], -1)
@@ -412,8 +422,8 @@ class HFGenericAdapter(BackboneAdapter):
                         pass
                     self._pooler = None
             try:  # one position at a time, and two batched as `_replay_many` batches them
-                again = self._replay(inputs, base_out, hidden)
-                twice = self._replay(_repeat_batch(inputs, 2, z.shape[0]), base_out, torch.cat([hidden, hidden]))
+                again, _ = self._replay(inputs, base_out, hidden)
+                twice, _ = self._replay(_repeat_batch(inputs, 2, z.shape[0]), base_out, torch.cat([hidden, hidden]))
                 self._replay_ok = again.shape == z.shape and twice.shape == (2 * z.shape[0], *z.shape[1:]) and (
                     _close(again, z) and _close(twice, z.repeat(2, 1)))
             except _REPLAY_ERRORS:
@@ -430,13 +440,13 @@ class HFGenericAdapter(BackboneAdapter):
         try:
             singles = _singles(hidden, prefix)
             r = singles.shape[0] // m
-            fast = self._replay_singles(inputs, base_out, singles).reshape(m, r, -1)
+            fast = self._replay_singles(inputs, base_out, singles)[0].reshape(m, r, -1)
             picks = sorted({round(i * (r - 1) / max(1, FAST_CHECK_POSITIONS - 1)) for i in range(FAST_CHECK_POSITIONS)})
             full = _full_copies(hidden, prefix)
             slow = self._replay_many(inputs, base_out, [full[j] for j in picks])
         except _REPLAY_ERRORS:
             return False
-        return all(fast[:, j].shape == s.shape and _close(fast[:, j], s) for j, s in zip(picks, slow))
+        return all(fast[:, j].shape == s.shape and _close(fast[:, j], s) for j, (s, _) in zip(picks, slow))
 
 
 _REPLAY_ERRORS = (RuntimeError, TypeError, ValueError, IndexError, AttributeError)

@@ -169,7 +169,7 @@ class TimmAdapter(BackboneAdapter):
 
     def forward_model(self, inputs: Mapping[str, Any], module: nn.Module | None = None) -> Any:
         """Exactly `model(x)`."""
-        return (self.model if module is None else module)(self.main_input(inputs))
+        return (self.root if module is None else module)(self.main_input(inputs))
 
     # ------------------------------------------------------------- classifier
     def _heads(self) -> tuple[nn.Module, ...]:
@@ -287,12 +287,13 @@ class TimmAdapter(BackboneAdapter):
         The classifier's input is caught by forward pre-hooks on `get_classifier()` (each head of a
         distilled model); the output of `forward_features` by timm's own seam, `forward_head`,
         which the root forward calls with it. Per-position features and the CLS attention row are
-        computed in those hooks, inside the forward (where FSDP holds the parameters gathered).
+        computed in those hooks, inside the forward (where FSDP holds the parameters gathered), and so
+        is the classifier on every position (`token_logits`) when it is affine.
 
         Returns:
-            `Features` with `pooled` `[B, d]` (what the classifier sees), and when asked
-            `tokens` `[B, r, d]` (positions, classifier's input space; mask None: all real) and
-            `cls_attention` `[B, r]`.
+            `Features` with `pooled` `[B, d]` (what the classifier sees) and `logits` `[B, c]` (the
+            model's output), and when asked `tokens` `[B, r, d]` (positions, classifier's input space;
+            mask None: all real) with `token_logits` `[B, r, c]`, and `cls_attention` `[B, r]`.
         """
         model = self.timm_model
         self.main_input(inputs)
@@ -325,6 +326,8 @@ class TimmAdapter(BackboneAdapter):
                 replaying.append(True)
                 try:
                     out["tokens"] = self._tokens(feats, original)
+                    if affine:  # the classifier at every position, while the forward holds its weights
+                        out["token_logits"] = self.classify(out["tokens"])
                 finally:
                     replaying.pop()
             return original(feats, *args, **kwargs)
@@ -334,9 +337,10 @@ class TimmAdapter(BackboneAdapter):
                 out["cls_attention"] = self._cls_attention(args[0] if args else kwargs["x"])
 
         attention = [self._cls_attention_module()] if cls_attention else []
+        affine = tokens and self.affine
         with pre_hooks(dict.fromkeys(heads), on_head), pre_hooks(attention, on_attention), \
                 replaced_attribute(model, "forward_head", forward_head):
-            self.forward_model(inputs)
+            output = self.forward_model(inputs)
         if len(seen) != len(heads):
             raise RuntimeError(
                 f"{type(model).__name__}'s forward ran {len(seen)} of its {len(heads)} classifier head(s); MultiMix "
@@ -357,7 +361,16 @@ class TimmAdapter(BackboneAdapter):
         # so that classify(pooled) is the model's average of its heads.
         same = all(z is inputs_seen[0] for z in inputs_seen)
         pooled = inputs_seen[0] if same else torch.cat(inputs_seen, dim=-1)
-        return Features(pooled=pooled, tokens=out.get("tokens"), cls_attention=out.get("cls_attention"))
+        return Features(pooled=pooled, tokens=out.get("tokens"), cls_attention=out.get("cls_attention"),
+                        logits=self._logits_of(output, pooled), token_logits=out.get("token_logits"))
+
+    def _logits_of(self, output: Any, pooled: Tensor) -> Tensor | None:
+        """The model's logits `[B, c]` from its output; None when the output is not one logits tensor
+        (a distilled model trained with `set_distilled_training(True)` returns both heads' logits)."""
+        logits = output if isinstance(output, Tensor) else getattr(output, "logits", None)
+        if isinstance(logits, Tensor) and logits.dim() == 2 and logits.shape == (pooled.shape[0], self.num_classes):
+            return logits
+        return None
 
     def _pooled_input(self, z: Tensor) -> Tensor:
         """A classifier's input as `[B, d]` (a 1x1 convolution classifier reads `[B, d, 1, 1]`)."""
@@ -532,4 +545,4 @@ class TimmWrapperAdapter(TimmAdapter):
 
     def forward_model(self, inputs: Mapping[str, Any], module: nn.Module | None = None) -> Any:
         """Exactly `model(pixel_values=x)`."""
-        return (self.model if module is None else module)(pixel_values=self.main_input(inputs))
+        return (self.root if module is None else module)(pixel_values=self.main_input(inputs))
