@@ -524,7 +524,8 @@ def predict(args: argparse.Namespace) -> list[dict[str, Any]]:
     from .models import load_classifier
 
     clf = load_classifier(args.checkpoint)
-    size = clf.collate.size[0] if clf.modality == "image" else None
+    # models with a data config read each image at its own size and run their evaluation transform
+    size = clf.collate.size[0] if clf.modality == "image" and clf.data_config is None else None
     names, inputs, skipped = read_inputs(args.inputs, clf.modality, size)
     if skipped:
         print(f"hf-multimix: skipped {len(skipped)} unreadable image file(s) (e.g. {skipped[0]})", file=sys.stderr)
