@@ -44,7 +44,8 @@ def _tiny_resnet_hf(path: Path, shortest_edge: int, crop: int) -> Path:
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("evalpath")
     data = _folder(root / "data")
-    common = ["--dataset", str(data), "--epochs", "1", "--batch-size", "6", "--image-size", "16", "--no-progress"]
+    common = ["--dataset", str(data), "--epochs", "1", "--batch-size", "6", "--image-size", "16", "--lr", "1e-2",
+              "--no-progress"]  # lr 1e-2: one epoch learns enough that the predictions are not one class
     assert main(["train", "--model", "resnet10t", *common, "--output-dir", str(root / "timm")]) == 0
     hf = _tiny_resnet_hf(root / "hf_resnet", shortest_edge=20, crop=16)
     assert main(["train", "--model", str(hf), *common, "--output-dir", str(root / "hf")]) == 0
@@ -63,6 +64,8 @@ def test_evaluate_reports_the_runs_final_eval_accuracy(runs, capsys, family):
     result = json.loads((runs["root"] / f"eval_{family}" / "evaluation.json").read_text())
     assert result["examples"] == sum(COUNTS.values())
     assert result["accuracy"] == pytest.approx(_final_eval_accuracy(run), abs=1e-6)
+    predicted = np.asarray(result["confusion_matrix"]).sum(0)
+    assert (predicted > 0).sum() >= 2, predicted  # not a constant prediction, which any preprocessing would match
 
 
 @pytest.mark.parametrize("family", ["timm", "hf"])
