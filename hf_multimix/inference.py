@@ -260,8 +260,8 @@ def evaluate_classifier(classifier: Classifier, inputs: Sequence[Any], labels: n
 
     Example:
         >>> clf = load_classifier("runs/photos")                                      # doctest: +SKIP
-        >>> part, _ = evaluation_split("photos_test", clf.class_names, clf.collate.size[0])  # doctest: +SKIP
-        >>> evaluate_classifier(clf, part.inputs, part.labels).accuracy                # doctest: +SKIP
+        >>> part, _ = evaluation_inputs("photos_test", clf)                              # doctest: +SKIP
+        >>> evaluate_classifier(clf, part.inputs, part.labels, workers=4).accuracy      # doctest: +SKIP
     """
     probs = predict_proba(classifier, inputs, batch_size, workers)
     y = torch.as_tensor(np.asarray(labels), dtype=torch.int64)

@@ -128,3 +128,14 @@ def test_predict_gives_the_forward_of_the_eval_transform(runs, tmp_path, capsys,
         expected = _logits(clf, pixels).softmax(-1)[0]
     assert torch.allclose(got, expected, atol=2e-6)
     assert row[1] == clf.class_names[int(expected.argmax())]
+
+
+def test_predict_workers_give_the_same_probabilities(runs, tmp_path, capsys):
+    outs = []
+    for workers in ("0", "2"):
+        out = tmp_path / f"p{workers}.csv"
+        assert main(["predict", "--checkpoint", str(runs["timm"]), str(runs["data"] / "val"), "--batch-size", "4",
+                     "--workers", workers, "--output", str(out)]) == 0
+        outs.append(out.read_text())
+    assert len(outs[0].strip().splitlines()) == 1 + sum(COUNTS.values())
+    assert outs[0] == outs[1]
