@@ -216,6 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", help="image files, folders of images, or CSV files with a 'text' column")
     p.add_argument("--output", default=None, help="write a CSV (input, label, probability, one column per class)")
     p.add_argument("--batch-size", type=_positive_int, default=64)
+    p.add_argument("--workers", type=_number(int, lambda v: v >= 0, "an integer >= 0", ">= 0"), default=None,
+                   help="DataLoader worker processes that decode and transform the images (default: as train; 0 "
+                        "decodes in this process)")
     e = sub.add_parser("evaluate", help="accuracy, per-class accuracy, confusion matrix and ECE on labelled data")
     e.add_argument("--checkpoint", required=True, help="the output folder of 'hf-multimix train' (or a checkpoint-*)")
     e.add_argument("--dataset", required=True,
@@ -223,6 +226,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--output-dir", default=None,
                    help="where evaluation.json and confusion_matrix.png go (default: the --checkpoint folder)")
     e.add_argument("--batch-size", type=_positive_int, default=64)
+    e.add_argument("--workers", type=_number(int, lambda v: v >= 0, "an integer >= 0", ">= 0"), default=None,
+                   help="DataLoader worker processes that decode and transform the images (default: as train; 0 "
+                        "decodes in this process)")
     for command in (t, c, p, e):
         command.add_argument("--log-level", type=str.upper, default="INFO", choices=LOG_LEVELS,
                              help="what hf_multimix logs on stderr: INFO (default) names the adapter, the layer "
@@ -571,6 +577,15 @@ def compare(args: argparse.Namespace) -> list[dict[str, Any]]:
     return rows
 
 
+def _eval_workers(args: argparse.Namespace, clf: Any) -> int:
+    """DataLoader workers of `predict` / `evaluate`: ``--workers``, else as `train` for images; texts: none."""
+    from .data import default_workers
+
+    if clf.modality != "image" or clf.data_config is None:
+        return 0
+    return default_workers() if getattr(args, "workers", None) is None else args.workers
+
+
 def predict(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Prints (or writes as CSV) the predicted label and its probability for each input."""
     import csv
@@ -579,11 +594,12 @@ def predict(args: argparse.Namespace) -> list[dict[str, Any]]:
     from .models import load_classifier
 
     clf = load_classifier(args.checkpoint)
-    size = clf.collate.size[0] if clf.modality == "image" else None
+    # models with a data config read each image at its own size and run their evaluation transform
+    size = clf.collate.size[0] if clf.modality == "image" and clf.data_config is None else None
     names, inputs, skipped = read_inputs(args.inputs, clf.modality, size)
     if skipped:
         print(f"hf-multimix: skipped {len(skipped)} unreadable image file(s) (e.g. {skipped[0]})", file=sys.stderr)
-    probs = predict_proba(clf, inputs, args.batch_size)
+    probs = predict_proba(clf, inputs, args.batch_size, _eval_workers(args, clf))
     top_p, top = probs.max(-1)
     rows = [{"input": n, "label": clf.class_names[int(i)], "probability": float(p)}
             for n, i, p in zip(names, top.tolist(), top_p.tolist())]
@@ -609,7 +625,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     part, notes = evaluation_inputs(args.dataset, clf)
     for note in notes:
         print(f"hf-multimix: {note}", flush=True)
-    report = evaluate_classifier(clf, part.inputs, part.labels, args.batch_size)
+    report = evaluate_classifier(clf, part.inputs, part.labels, args.batch_size, _eval_workers(args, clf))
     out = args.output_dir or args.checkpoint
     os.makedirs(out, exist_ok=True)
     result = {"checkpoint": str(find_checkpoint(args.checkpoint)), "dataset": args.dataset, **report.as_dict()}

@@ -19,9 +19,14 @@ __all__ = ["read_inputs", "csv_texts", "check_inputs_fit", "evaluation_inputs", 
 
 
 def read_inputs(paths: Sequence[str | Path], modality: str, image_size: int | None = None,
-                ) -> tuple[list[str], list, list[str]]:
+                ) -> tuple[list[str], Any, list[str]]:
     """(names, inputs, skipped) of what to classify: image files or folders of them (recursively)
     for an image model; CSV files with a ``text`` column for a text model.
+
+    Images: without ``image_size`` (what `predict` passes for a model with a data config), the
+    inputs are an :class:`~hf_multimix.data.files.ImageFiles` of the paths, decoded per batch at
+    their own size so that :func:`predict_proba` runs the model's evaluation transform on them as
+    training evaluated; with ``image_size``, uint8 arrays resized to that square.
 
     Unreadable images in a folder are skipped (listed in ``skipped``); an unreadable file named
     directly is an error.
@@ -60,8 +65,11 @@ def read_inputs(paths: Sequence[str | Path], modality: str, image_size: int | No
                 with Image.open(file) as img:
                     img.load()
                     mode = "L" if img.mode in ("1", "L", "I", "I;16", "F") else "RGB"
-                    size = (image_size, image_size) if image_size else None
-                    inputs.append(np.array(_to_uint8_array(img, mode, size, str(file))))
+                    if image_size:
+                        inputs.append(np.array(_to_uint8_array(img, mode, (image_size, image_size), str(file))))
+                    else:
+                        _to_uint8_array(img, mode, None, str(file))  # checked now, decoded again per batch
+                        inputs.append(str(file))
                     names.append(str(file))
             except (UnidentifiedImageError, OSError, ValueError) as e:
                 if not path.is_dir():
@@ -70,6 +78,10 @@ def read_inputs(paths: Sequence[str | Path], modality: str, image_size: int | No
     if not inputs:
         what = "texts" if modality == "text" else "readable images"
         raise ValueError(f"no {what} found in {[str(p) for p in paths]}")
+    if modality == "image" and not image_size:
+        from .data.files import ImageFiles
+
+        inputs = ImageFiles(inputs, "RGB")  # decoded per batch, at each file's own size
     return names, inputs, skipped
 
 
@@ -149,15 +161,24 @@ def evaluation_inputs(dataset: str | Path, classifier: Classifier) -> tuple[Any,
             "image" if path.is_dir() else None)
         if kind is not None and kind != classifier.modality:
             check_inputs_fit(classifier, ["" if kind == "text" else np.zeros((1, 1), np.uint8)], repr(text))
-    size = classifier.collate.size[0] if classifier.modality == "image" else None
-    part, notes = evaluation_split(dataset, classifier.class_names, size)
+    # models with a data config: indexed as `train` reads them (each file at its own size, decoded per
+    # batch), for the evaluation transform; others: resized to the collator's square on load
+    by_transform = classifier.modality == "image" and classifier.data_config is not None
+    size = classifier.collate.size[0] if classifier.modality == "image" and not by_transform else None
+    part, notes = evaluation_split(dataset, classifier.class_names, size, lazy=by_transform)
     check_inputs_fit(classifier, part.inputs, repr(text))
     return part, notes
 
 
 @torch.no_grad()
-def predict_proba(classifier: Classifier, inputs: Sequence[Any], batch_size: int = 64) -> torch.Tensor:
-    """float32 ``[N, C]`` class probabilities of ``inputs`` (uint8 images ``[H, W(, 3)]`` or texts).
+def predict_proba(classifier: Classifier, inputs: Sequence[Any], batch_size: int = 64,
+                  workers: int = 0) -> torch.Tensor:
+    """float32 ``[N, C]`` class probabilities of ``inputs`` (uint8 images ``[H, W(, 3)]``, PIL images, an
+    ``ImageFiles``, or texts).
+
+    Image models with a ``data_config`` (every model `create_classifier` and `load_classifier` give) run
+    their evaluation transform on each image at its own size, as the training loop evaluated;
+    ``workers`` DataLoader processes decode and transform them.
 
     Example:
         >>> clf = load_classifier("runs/reviews")                        # doctest: +SKIP
@@ -168,15 +189,53 @@ def predict_proba(classifier: Classifier, inputs: Sequence[Any], batch_size: int
     from .head import MultiMixHead
 
     check_inputs_fit(classifier, inputs)
-    key = "image" if classifier.modality == "image" else "text"
     model = MultiMixHead(classifier.model).eval()  # in eval mode exactly the model, called the same for every family
     device = next(model.parameters()).device
     out = []
-    for start in range(0, len(inputs), batch_size):
-        items = [{key: x, "label": 0} for x in inputs[start:start + batch_size]]
-        batch = {k: v.to(device) for k, v in classifier.collate(items).items() if k != "labels"}
+    for batch in _batches(classifier, inputs, batch_size, workers):
+        batch = {k: v.to(device) for k, v in batch.items() if k != "labels"}
         out.append(logits_of(model(**batch)).float().softmax(-1).cpu())
     return torch.cat(out)
+
+
+class _EvalImages(torch.utils.data.Dataset):
+    """Items ``{"pixel_values", "label"}`` of images (``ImageFiles``, uint8 arrays or PIL images) through
+    ``transform`` (a PIL RGB image -> tensor), as :class:`hf_multimix.data.ImageDataset` gives the training
+    loop's evaluation loader; an image that cannot be decoded is an error naming it."""
+
+    def __init__(self, inputs: Sequence[Any], transform: Any) -> None:
+        self.inputs, self.transform = inputs, transform
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        from PIL import Image
+
+        try:
+            image = self.inputs[i]
+        except (OSError, ValueError) as e:
+            where = self.inputs.paths[i] if hasattr(self.inputs, "paths") else f"input {i}"
+            raise ValueError(f"cannot read image {where!r} ({e}); remove or replace the file") from e
+        pil = image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image, dtype=np.uint8))
+        return {"pixel_values": self.transform(pil if pil.mode == "RGB" else pil.convert("RGB")), "label": 0}
+
+
+def _batches(classifier: Classifier, inputs: Sequence[Any], batch_size: int, workers: int):
+    """Model inputs of ``inputs`` in batches: image models with a data config through their evaluation
+    transform (``image_transforms(classifier)[1]``, stacked by ``collate_pixels``: what ``make_loaders``'
+    evaluation loader feeds), others through the classifier's collator."""
+    if classifier.modality == "image" and classifier.data_config is not None:
+        from .data import collate_pixels
+        from .models import image_transforms
+
+        dataset = _EvalImages(inputs, image_transforms(classifier)[1])
+        yield from torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=workers,
+                                               collate_fn=collate_pixels)
+        return
+    key = "image" if classifier.modality == "image" else "text"
+    for start in range(0, len(inputs), batch_size):
+        yield classifier.collate([{key: x, "label": 0} for x in inputs[start:start + batch_size]])
 
 
 @dataclass
@@ -201,15 +260,15 @@ class EvaluationReport:
 
 
 def evaluate_classifier(classifier: Classifier, inputs: Sequence[Any], labels: np.ndarray,
-                        batch_size: int = 64) -> EvaluationReport:
+                        batch_size: int = 64, workers: int = 0) -> EvaluationReport:
     """Evaluates ``classifier`` on ``inputs`` with class ids ``labels`` (in its ``class_names`` order).
 
     Example:
         >>> clf = load_classifier("runs/photos")                                      # doctest: +SKIP
-        >>> part, _ = evaluation_split("photos_test", clf.class_names, clf.collate.size[0])  # doctest: +SKIP
-        >>> evaluate_classifier(clf, part.inputs, part.labels).accuracy                # doctest: +SKIP
+        >>> part, _ = evaluation_inputs("photos_test", clf)                              # doctest: +SKIP
+        >>> evaluate_classifier(clf, part.inputs, part.labels, workers=4).accuracy      # doctest: +SKIP
     """
-    probs = predict_proba(classifier, inputs, batch_size)
+    probs = predict_proba(classifier, inputs, batch_size, workers)
     y = torch.as_tensor(np.asarray(labels), dtype=torch.int64)
     pred = probs.argmax(-1)
     c = len(classifier.class_names)

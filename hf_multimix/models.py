@@ -308,13 +308,9 @@ def _hf_classifier(folder: str, modality: str, class_names: Sequence[str], image
         tokenizer.model_max_length = max_length  # the saved tokenizer truncates as training did
         return Classifier(model, TextCollator(tokenizer, max_length=max_length), "text", tuple(class_names), folder,
                           (tokenizer,))
-    from transformers import ViTImageProcessor
-
     saved, mean, std = _processor_stats(folder)
     # fixed-size models (ViT) take their own size; others the one asked for, else their processor's
     size = _fixed_size(model.config) or image_size or saved or 224
-    # Saved with the checkpoint: exactly the resizing and normalisation used in evaluation.
-    processor = ViTImageProcessor(size={"height": size, "width": size}, image_mean=list(mean), image_std=list(std))
     # a processor that resizes the shortest edge and center-crops (ConvNeXt, ...) evaluates that way; others
     # (ViT) resize to the input size
     saved_cfg = json.loads((Path(folder) / "preprocessor_config.json").read_text()) if (
@@ -322,8 +318,44 @@ def _hf_classifier(folder: str, modality: str, class_names: Sequence[str], image
     edge = (saved_cfg.get("size") or {}).get("shortest_edge") if isinstance(saved_cfg.get("size"), dict) else None
     resize = int(edge * size / saved) if edge and saved_cfg.get("do_center_crop") and saved else None
     data_config = {"input_size": (3, size, size), "mean": tuple(mean), "std": tuple(std), "resize": resize}
-    return Classifier(model, ImageCollator(size, mean, std), "image", tuple(class_names), folder, (processor,),
-                      data_config, "hf")
+    return Classifier(model, ImageCollator(size, mean, std), "image", tuple(class_names), folder,
+                      (_eval_processor(data_config),), data_config, "hf")
+
+
+def _eval_processor(data_config: dict[str, Any]) -> Any:
+    """The image processor saved with a Hugging Face checkpoint: exactly the evaluation transform of
+    ``data_config`` (shortest-edge resize and center crop where ``resize`` is set, else a square resize),
+    so that :func:`load_classifier` (and ``from_pretrained``) read back the preprocessing training evaluated with."""
+    size = int(data_config["input_size"][-1])
+    mean, std = list(data_config["mean"]), list(data_config["std"])
+    if data_config.get("resize"):
+        from transformers import BitImageProcessor
+
+        return BitImageProcessor(size={"shortest_edge": int(data_config["resize"])},
+                                 crop_size={"height": size, "width": size}, do_center_crop=True,
+                                 do_convert_rgb=True, image_mean=mean, image_std=std)
+    from transformers import ViTImageProcessor
+
+    return ViTImageProcessor(size={"height": size, "width": size}, image_mean=mean, image_std=std)
+
+
+def _saved_hf_data_config(folder: Path, model: Any, image_size: int | None) -> dict[str, Any]:
+    """The evaluation data config of a Hugging Face image checkpoint, from its saved ``preprocessor_config.json``
+    (see :func:`_eval_processor`); ``image_size`` overrides the input size of models that take any size."""
+    path = folder / "preprocessor_config.json"
+    saved = json.loads(path.read_text()) if path.is_file() else {}
+    crop, size_cfg = saved.get("crop_size"), saved.get("size")
+    edge = size_cfg.get("shortest_edge") if isinstance(size_cfg, dict) else None
+    if edge and saved.get("do_center_crop") and isinstance(crop, dict) and crop.get("height"):
+        size, resize = int(crop["height"]), int(edge)
+    else:
+        size, resize = (_processor_stats(folder)[0] or _fixed_size(model.config) or 224), None
+    asked = None if _fixed_size(model.config) else image_size
+    if asked and asked != size:
+        resize = int(resize * asked / size) if resize else None
+        size = asked
+    _, mean, std = _processor_stats(folder)
+    return {"input_size": (3, size, size), "mean": tuple(mean), "std": tuple(std), "resize": resize}
 
 
 def starts_from_scratch(name: str | None, pretrained: bool = False, pretrained_file: str | None = None) -> bool:
@@ -515,11 +547,14 @@ def load_classifier(path: str | Path, image_size: int | None = None, max_length:
             model = timm.create_model(f"local-dir:{folder.resolve()}", pretrained=True)
         except (RuntimeError, OSError, ValueError, KeyError) as e:
             raise ValueError(f"cannot rebuild the timm model in {str(folder)!r} ({str(e).splitlines()[0]})") from e
-        cfg = model.pretrained_cfg
-        names = cfg.get("label_names") or [str(i) for i in range(model.num_classes)]
-        size = image_size or int(cfg["input_size"][-1])
-        collate = ImageCollator(size, cfg["mean"], cfg["std"])
-        return Classifier(model.eval(), collate, "image", tuple(str(n) for n in names), str(folder))
+        names = model.pretrained_cfg.get("label_names") or [str(i) for i in range(model.num_classes)]
+        # the saved input size, mean, std, crop_pct and interpolation: what training evaluated with
+        data_config = _timm_data_config(model, image_size or int(model.pretrained_cfg["input_size"][-1]))
+        data_config.update({k: tuple(data_config[k]) for k in ("input_size", "mean", "std")})  # JSON lists
+        size = int(data_config["input_size"][-1])
+        collate = ImageCollator(size, data_config["mean"], data_config["std"])
+        return Classifier(model.eval(), collate, "image", tuple(str(n) for n in names), str(folder),
+                          data_config=data_config, family="timm")
     import transformers
 
     _check_modality(modality, modality, str(folder))
@@ -538,6 +573,7 @@ def load_classifier(path: str | Path, image_size: int | None = None, max_length:
             raise ValueError(f"no tokenizer in {str(folder)!r} ({str(e).splitlines()[0]})") from e
         length = max_length or min(int(tokenizer.model_max_length), 512)
         return Classifier(model.eval(), TextCollator(tokenizer, max_length=length), "text", names, str(folder))
-    saved_size, mean, std = _processor_stats(folder)
-    size = image_size or saved_size or _fixed_size(model.config) or 224
-    return Classifier(model.eval(), ImageCollator(size, mean, std), "image", names, str(folder))
+    data_config = _saved_hf_data_config(folder, model, image_size)
+    size = int(data_config["input_size"][-1])
+    return Classifier(model.eval(), ImageCollator(size, data_config["mean"], data_config["std"]), "image", names,
+                      str(folder), data_config=data_config, family="hf")

@@ -113,11 +113,12 @@ def _pooled(data: ClassificationData) -> Split:
 
 
 def evaluation_split(dataset: str | Path, class_names: Sequence[str], image_size: int | None = None,
-                     ) -> tuple[Split, tuple[str, ...]]:
+                     lazy: bool = False) -> tuple[Split, tuple[str, ...]]:
     """What ``hf-multimix evaluate`` scores: the evaluation split of ``dataset`` if it has one
     (``val/``, a ``split`` column, a Hugging Face validation split), else all of it, labelled
-    by ``class_names``. Returns the split and the loading notes."""
-    data = load_source(dataset, image_size)
+    by ``class_names``; ``lazy`` indexes images as ``train`` does (see :func:`load_source`).
+    Returns the split and the loading notes."""
+    data = load_source(dataset, image_size, lazy=lazy)
     part, which = (data.eval, "its evaluation split") if data.eval is not None else (data.train, "all of it")
     notes = [n for n in data.notes if n.startswith(("skipped", "ignored"))]  # not the notes about training
     notes.append(f"evaluating on {str(dataset)!r}: {which}, {len(part)} example(s)")
