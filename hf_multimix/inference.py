@@ -94,20 +94,18 @@ def csv_texts(path: str | Path, text_column: str = "text", encoding: str = "utf-
         ValueError: no such column (the columns found are listed), no rows, empty texts (the rows
             are named), undecodable bytes or broken quoting.
     """
-    from .data.files import _DELIMITERS, _rows
+    from .data.files import _rows, csv_delimiter, refuse_ambiguous_columns
 
     file = Path(path).expanduser()
     try:
+        delimiter = csv_delimiter(file, encoding, (text_column,))
         with open(file, encoding=encoding, newline="") as f:
-            header = f.readline()
-            f.seek(0)
-            delimiter = next((d for d in _DELIMITERS
-                              if text_column in {c.strip() for c in next(csv.reader([header], delimiter=d), [])}), ",")
             reader = csv.DictReader(f, delimiter=delimiter)
             columns = [c.strip() for c in reader.fieldnames or []]
             if text_column not in columns:
                 raise ValueError(f"CSV file {str(file)!r} has no '{text_column}' column; found columns {columns}. "
                                  f"Rename the header of the texts to '{text_column}'")
+            refuse_ambiguous_columns(file, columns, (text_column,))
             reader.fieldnames = columns
             rows = [(line_no, row.get(text_column) or "") for line_no, row in enumerate(reader, start=2)]
     except UnicodeDecodeError as e:

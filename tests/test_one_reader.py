@@ -53,6 +53,7 @@ def test_predict_reads_the_delimiters_and_bom_train_reads(runs, tmp_path, capsys
     (b"sentence;y\nhi;1\n", r"CSV file '.*bad.csv' has no 'text' column; found columns \['sentence;y'\]"),
     (b"text\n", r"CSV file '.*bad.csv' has a header \['text'\] but no data rows"),
     (b"text,label\nhi,1\n  ,2\nthere,3\n,4\n", r"CSV file '.*bad.csv', rows 3, 5: empty 'text'"),
+    (b"text,Text ,label\nhi,there,1\n", r"CSV file '.*bad.csv' has duplicate or ambiguous column\(s\) \['Text', 'text'\]"),
 ])
 def test_predict_csv_errors_name_the_file_as_train_does(runs, tmp_path, capsys, content, message):
     import re

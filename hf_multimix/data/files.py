@@ -387,6 +387,27 @@ class CsvTexts:
         return f"CsvTexts({len(self)} rows)"
 
 
+def csv_delimiter(file: Path, encoding: str, required: Sequence[str]) -> str:
+    """The first of ``,`` ``;`` tab ``|`` whose header row (the first line of ``file``) holds every
+    ``required`` column, else ``,``: how `text_csv` and `hf-multimix predict` read a CSV."""
+    with open(file, encoding=encoding, newline="") as f:
+        header = f.readline()
+    return next((d for d in _DELIMITERS
+                 if set(required) <= {c.strip() for c in next(csv.reader([header], delimiter=d), [])}), ",")
+
+
+def refuse_ambiguous_columns(file: Path, columns: Sequence[str], names: Sequence[str]) -> None:
+    """Refuses a header where one of ``names`` appears more than once (compared without case and
+    surrounding spaces): ``csv.DictReader`` would silently keep the last of them."""
+    wanted = {c.lower() for c in names}
+    clashes = sorted({c for c in columns if c.lower() in wanted and sum(o.lower() == c.lower() for o in columns) > 1})
+    if clashes:
+        raise ValueError(
+            f"CSV file {str(file)!r} has duplicate or ambiguous column(s) {clashes} (header: {list(columns)}); "
+            "keep one column of each name (names are compared without case and surrounding spaces)"
+        )
+
+
 def text_csv(
     path: str | Path,
     text_column: str = "text",
@@ -429,13 +450,7 @@ def text_csv(
     if not file.is_file():
         raise ValueError(f"{str(file)!r} is a folder, not a CSV file")
     try:
-        with open(file, encoding=encoding, newline="") as f:
-            header = f.readline()
-        delimiter = next(
-            (d for d in _DELIMITERS
-             if {text_column, label_column} <= {c.strip() for c in next(csv.reader([header], delimiter=d), [])}),
-            ",",
-        )
+        delimiter = csv_delimiter(file, encoding, (text_column, label_column))
         with open(file, "rb") as raw:  # bytes, to know each row's offset
             lines = _ByteLines(raw, encoding)
             reader = csv.DictReader(lines, delimiter=delimiter)
@@ -452,14 +467,7 @@ def text_csv(
                     f"Rename the header to '{text_column}' and '{label_column}' (or pass text_column=... / "
                     "label_column=...)"
                 )
-            wanted = {c.lower() for c in (text_column, label_column, split_column)}
-            clashes = sorted({c for c in columns if c.lower() in wanted
-                              and sum(o.lower() == c.lower() for o in columns) > 1})
-            if clashes:  # csv.DictReader would silently keep the last of them
-                raise ValueError(
-                    f"CSV file {str(file)!r} has duplicate or ambiguous column(s) {clashes} (header: {columns}); "
-                    "keep one column of each name (names are compared without case and surrounding spaces)"
-                )
+            refuse_ambiguous_columns(file, columns, (text_column, label_column, split_column))
             reader.fieldnames = columns
             has_split = split_column in columns
             texts: list[str] = []
