@@ -33,7 +33,8 @@ from typing import Any
 
 import torch
 
-from hf_multimix.cli import build_parser, method_alpha, prepare, run_method
+from hf_multimix.cli import build_parser, prepare, run_method
+from hf_multimix.recipes import method_alpha
 from hf_multimix.training import move_run_aside
 
 # Data, model and budget: identical for every method of a setting.

@@ -28,6 +28,7 @@ from typing import Any
 from . import recipes
 from .config import ATTENTIONS, MultiMixConfig
 from .recipes import LAST_LAYER_METHODS, METHODS, MULTIMIX_METHODS  # noqa: F401 - the CLI's names for them
+from .recipes import method_alpha
 
 
 _DEFAULTS = MultiMixConfig()  # the CLI's MultiMix defaults are the config's
@@ -407,11 +408,6 @@ def recipe_args(args: argparse.Namespace, method: str, modality: str) -> argpars
     chosen = {"clean_weight": recipe.multimix.clean_weight, "prob": recipe.multimix.prob,
               "other_steps": recipe.other_steps}
     return argparse.Namespace(**{**vars(args), **chosen})
-
-
-def method_alpha(method: str, alpha: float | tuple[float, float] | None) -> float | tuple[float, float]:
-    """`--alpha`, or its default for `method` (`recipes.method_alpha`)."""
-    return recipes.method_alpha(method, alpha)
 
 
 def multimix_config(method: str, args: argparse.Namespace):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 from pathlib import Path
 
@@ -75,3 +76,21 @@ def tiny_vit_folder(path: Path, num_labels: int = 5, image_size: int = 16) -> Pa
                        intermediate_size=64, num_labels=num_labels)
     ViTForImageClassification(config).save_pretrained(path)
     return path
+
+
+@contextlib.contextmanager
+def interrupted_after_first_checkpoint(monkeypatch):
+    """Inside it, a training run raises KeyboardInterrupt (as a Ctrl-C would) right after it first
+    writes checkpoint-last, so a test can resume it."""
+    import hf_multimix.training as training
+
+    real = training._replace_folder
+
+    def stop_after_first_checkpoint(path, write):
+        real(path, write)
+        if path.endswith("checkpoint-last"):
+            raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(training, "_replace_folder", stop_after_first_checkpoint)
+        yield

@@ -3,11 +3,15 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 from hf_multimix.cli import main
+
+sys.path.insert(0, str(Path(__file__).parent))
+import _userdata as ud  # noqa: E402
 
 TINY = ["--dataset", "digits", "--model", "resnet10t", "--epochs", "1", "--train-per-class", "6", "--max-eval", "40",
         "--image-size", "16", "--batch-size", "16", "--no-progress"]
@@ -114,20 +118,11 @@ def test_options_reach_the_head():
 
 
 def test_an_interrupted_and_resumed_train_equals_an_uninterrupted_one(tmp_path, monkeypatch, capsys):
-    import hf_multimix.training as training
     from safetensors.torch import load_file
 
     two = [a if a != "1" else "2" for a in TINY] + ["--method", "multimix", "--n", "50", "--prob", "0.5"]
     assert main(["train", *two, "--output-dir", str(tmp_path / "straight")]) == 0
-    real = training._replace_folder
-
-    def stop_after_first_checkpoint(path, write):
-        real(path, write)
-        if path.endswith("checkpoint-last"):
-            raise KeyboardInterrupt
-
-    with monkeypatch.context() as m:
-        m.setattr(training, "_replace_folder", stop_after_first_checkpoint)
+    with ud.interrupted_after_first_checkpoint(monkeypatch):
         assert main(["train", *two, "--output-dir", str(tmp_path / "cut")]) == 130
     last = tmp_path / "cut" / "checkpoint-last"
     assert f"continue with --resume {last}" in capsys.readouterr().err

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import timm
@@ -16,6 +17,9 @@ from safetensors.torch import load_file
 import hf_multimix.training as training
 from hf_multimix import MultiMixHead
 from hf_multimix.training import TrainingConfig, train
+
+sys.path.insert(0, str(Path(__file__).parent))
+import _userdata as ud  # noqa: E402
 
 
 class Batches(torch.utils.data.Dataset):
@@ -334,17 +338,8 @@ def _shuffled_run(out, epochs, stop_after=None, **kw):
 
 def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one_bit_for_bit(tmp_path, monkeypatch):
     straight = _shuffled_run(tmp_path / "straight", 3)
-    real = training._replace_folder
-
-    def stop_after_first_checkpoint(path, write):
-        real(path, write)
-        if path.endswith("checkpoint-last"):
-            raise KeyboardInterrupt
-
-    with monkeypatch.context() as m:
-        m.setattr(training, "_replace_folder", stop_after_first_checkpoint)
-        with pytest.raises(KeyboardInterrupt):
-            _shuffled_run(tmp_path / "cut", 3)
+    with ud.interrupted_after_first_checkpoint(monkeypatch), pytest.raises(KeyboardInterrupt):
+        _shuffled_run(tmp_path / "cut", 3)
     last = tmp_path / "cut" / "checkpoint-last"
     assert saved_epoch(last) == 1 and (last / training.RNG_STATE).is_file()
     import shutil
