@@ -82,7 +82,51 @@ SETTINGS: dict[str, list[str]] = {
     # A milder tail and a longer budget, where ERM can learn the rare classes: classes 5-9 keep 6 (12%), 10 epochs.
     "digits-lite0-lt6-10ep": ["--dataset", "digits", "--train-per-class", "50", "--class-counts",
                               "50,50,50,50,50,6,6,6,6,6", "--epochs", "10", "--max-eval", "2000"],
+    # The text budget study (issue 23): the tweets of "tweets-minilm-200" with the CLI's text defaults (5 epochs,
+    # lr 5e-5, 10% warm-up), and with twice the epochs at twice the learning rate.
+    "tweets-minilm-200-cli": ["--dataset", "tweets", "--train-per-class", "200", "--max-eval", "1000",
+                              "--max-length", "48"],
+    "tweets-minilm-200-10ep": ["--dataset", "tweets", "--train-per-class", "200", "--epochs", "10", "--max-eval",
+                               "1000", "--lr", "1e-4", "--max-length", "48"],
+    # A user's image folder (issue 20): 1,000 real MNIST digits written as PNG files (100 per class, one subfolder
+    # per class), trained as `hf-multimix train --dataset <folder> --val-split 0.3` with the CLI's defaults for a
+    # folder (the model's 224 px, its training augmentation); the `defaults` ablation pairs them with the old ones.
+    "mnist-folder-lite0": ["--dataset", "{mnist-folder}", "--val-split", "0.3"],
 }
+
+
+def _write_mnist_folder(root: str, per_class: int = 100) -> None:
+    """The first `per_class` embedded MNIST digits of each class as 28x28 PNG files in `root/<class>/`."""
+    from PIL import Image
+
+    from hf_multimix.data import mnist
+
+    data = mnist()
+    tmp = root + ".partial"
+    for label, name in enumerate(data.class_names):
+        os.makedirs(os.path.join(tmp, name), exist_ok=True)
+        picked = [i for i, y in enumerate(data.train.labels.tolist()) if y == label][:per_class]
+        for i in picked:
+            Image.fromarray(data.train.inputs[i]).save(os.path.join(tmp, name, f"{i:05d}.png"))
+    os.replace(tmp, root)
+
+
+# Settings' data written to files at first use, under <out>/data/ (not committed; the same files on every run).
+GENERATED_DATA = {"{mnist-folder}": ("mnist-folder", _write_mnist_folder)}
+
+
+def materialise(argv: list[str], out: str) -> list[str]:
+    """`argv` with each generated-data placeholder replaced by its folder, written if missing."""
+    result = []
+    for arg in argv:
+        if arg in GENERATED_DATA:
+            name, write = GENERATED_DATA[arg]
+            root = os.path.abspath(os.path.join(out, "data", name))
+            if not os.path.isdir(root):
+                write(root)
+            arg = root
+        result.append(arg)
+    return result
 
 # name -> (method, extra CLI arguments)
 METHODS: dict[str, tuple[str, list[str]]] = {
@@ -128,6 +172,14 @@ ABLATIONS: dict[str, dict[str, tuple[str, list[str]]]] = {
         "multimix clean_weight=1.0": ("multimix", ["--clean-weight", "1.0"]),
         "multimix prob=0.5": ("multimix", ["--clean-weight", "1.0", "--prob", "0.5"]),
         "multimix class-balanced": ("multimix", ["--clean-weight", "1.0", "--class-balanced"]),
+    },
+    # The CLI's image defaults for a folder (the model's input size, its training augmentation) against the old
+    # ones (64 px, no augmentation; the evaluation transform is the model's resize and centre crop in both).
+    "defaults": {
+        "erm": ("erm", []),
+        "erm old defaults": ("erm", ["--image-size", "64", "--no-augment"]),
+        "multimix": ("multimix", []),
+        "multimix old defaults": ("multimix", ["--image-size", "64", "--no-augment"]),
     },
     "lambda": {
         "dense per-position lambda": ("dense-multimix", ["--attention", "pooled"]),
@@ -214,8 +266,8 @@ def run_one(setting: str, variant: str, method: str, extra: list[str], seed: int
     if os.path.exists(done):
         with open(done) as f:
             return json.load(f)
-    argv = ["train", *SETTINGS[setting], *extra_common, *extra, "--method", method, "--seed", str(seed),
-            "--no-progress", "--output-dir", path]
+    argv = ["train", *materialise(SETTINGS[setting], out), *extra_common, *extra, "--method", method, "--seed",
+            str(seed), "--no-progress", "--output-dir", path]
     config = resolved_config(argv)
     same = find_same_run(out, setting, seed, config)
     if same is not None:  # e.g. "multimix n=1000" is "multimix" with its default n: one run serves both rows

@@ -9,9 +9,8 @@ transform: random resized crop, flip, colour jitter 0.4):
 * timm's train.py (the vendored copy in tests/third_party/timm), once (its rate does not depend on
   the folder size: it reads files at random like ours).
 
-Images/s is the rate of the second epoch (the first carries the start-up; the committed record was
-measured when the loop kept its workers between epochs, and it now starts them each epoch so that a
-resume is exact: one worker start per epoch more, not re-measured): `--steps` steps of `--batch-size` images over that epoch's time, for hf-multimix from its
+Images/s is the rate of the second epoch (the first carries the start-up; the loop starts its workers
+at each epoch, so that a resume is exact, and the rate includes that start): `--steps` steps of `--batch-size` images over that epoch's time, for hf-multimix from its
 metrics.jsonl (`epoch_time_s`, evaluation excluded), for timm the average rate its log reports for
 that epoch. Peak memory is the peak resident set of the training process (and, apart, of the
 process tree with its workers, which counts shared pages once per process), polled every 0.1 s.

@@ -198,3 +198,33 @@ def test_records_name_their_provenance():
     assert record["date"].startswith("20") and "CPU cores" in record["machine"]
     assert record["versions"]["torch"] and record["versions"]["python"]
     assert record["git_commit"] is None or len(record["git_commit"].split("+")[0]) == 40
+
+
+def test_generated_folder_setting_writes_its_data_once_and_is_a_user_folder(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    acc = _load("accuracy")
+    written = []
+
+    def write(root):
+        written.append(root)
+        acc._write_mnist_folder(root, per_class=2)
+
+    placeholder = acc.SETTINGS["mnist-folder-lite0"][1]
+    original = acc.GENERATED_DATA[placeholder]
+    acc.GENERATED_DATA[placeholder] = (original[0], write)
+    try:
+        argv = acc.materialise(acc.SETTINGS["mnist-folder-lite0"], str(tmp_path))
+        again = acc.materialise(acc.SETTINGS["mnist-folder-lite0"], str(tmp_path))
+    finally:
+        acc.GENERATED_DATA[placeholder] = original
+    folder = argv[1]
+    assert argv == again and len(written) == 1 and folder == str(tmp_path / "data" / "mnist-folder")
+    classes = sorted(os.listdir(folder))
+    assert classes == [str(i) for i in range(10)]
+    files = sorted(os.listdir(os.path.join(folder, "3")))
+    assert len(files) == 2 and all(f.endswith(".png") for f in files)
+    image = np.asarray(Image.open(os.path.join(folder, "3", files[0])))
+    assert image.shape == (28, 28) and image.max() > 100  # a real digit: ink on a dark background
+    assert not os.path.exists(folder + ".partial")
