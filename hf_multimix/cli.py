@@ -120,7 +120,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--alpha", type=_alpha, default=None,
                    help=f"Dirichlet alpha, a number or 'lo,hi' (default {_DEFAULTS.alpha}); Beta alpha for the mixup baselines (default 1.0)")
     p.add_argument("--distill-weight", type=_unit_float, default=_DEFAULTS.distill_weight,
-                   help="self-distillation weight beta (default %(default)s)")
+                   help="self-distillation weight beta (default %(default)s; it was never ahead of the same recipe "
+                        "without it in the accuracy study: docs/distillation.md)")
     p.add_argument("--attention", default=_DEFAULTS.attention, choices=list(ATTENTIONS),
                    help="dense MultiMix attention (default %(default)s)")
     p.add_argument("--epochs", type=_positive_int, default=5)
@@ -205,7 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="hf-multimix", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     t = sub.add_parser("train", help="fine-tune one model with one method")
-    t.add_argument("--method", type=_method, default="multimix", help=f"one of {', '.join(METHODS)} (default multimix)")
+    t.add_argument("--method", type=_method, default="multimix", help=f"one of {', '.join(METHODS)} (default multimix; dense-multimix was never ahead of "
+                        "multimix in the accuracy study: docs/dense.md)")
     t.add_argument("--resume", default=None, help="a checkpoint-last folder to resume from")
     _add_common(t)
     c = sub.add_parser("compare", help="run several methods on the same data and seed")
