@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import math
 import os
 import random
@@ -35,6 +36,8 @@ from tqdm.auto import tqdm
 from .adapters.base import logits_of
 from .head import MultiMixHead
 from .metrics import classification_metrics
+
+logger = logging.getLogger(__name__)
 
 MIXED_PRECISION = ("no", "fp16", "bf16")
 INPUT_MIX = (None, "mixup", "cutmix")
@@ -634,6 +637,7 @@ def _best_score(output_dir: str) -> float:
 
 
 RNG_STATE = "rng_state.json"  # in checkpoint-last: the random state where the next epoch starts
+TEACHER_STATE = "teacher.safetensors"  # in checkpoint-last of a run with an EMA teacher: its weights
 
 
 def _loader_generators(loader: Any) -> list[torch.Generator]:
@@ -695,6 +699,9 @@ def _save_checkpoint(path: str, head: MultiMixHead, optimizer, scheduler, epoch:
                      config: TrainingConfig, history: list[dict[str, Any]],
                      save_with_model: tuple[Any, ...] = (), rng_state: dict[str, Any] | None = None) -> None:
     _save_model(path, head, save_with_model)
+    if head.teacher_model is not None:  # the EMA teacher: a resumed run distils from the same targets
+        save_file({k: v.detach().clone().contiguous().cpu() for k, v in head.teacher_model.state_dict().items()},
+                  os.path.join(path, TEACHER_STATE))
     torch.save(optimizer.state_dict(), os.path.join(path, "optimizer.pt"))
     torch.save(scheduler.state_dict(), os.path.join(path, "scheduler.pt"))
     if rng_state is not None:
@@ -750,6 +757,14 @@ def _load_checkpoint(path: str, head: MultiMixHead, optimizer, scheduler) -> tup
     device = next(head.model.parameters()).device
     optimizer.load_state_dict(torch.load(os.path.join(path, "optimizer.pt"), map_location=device, weights_only=True))
     scheduler.load_state_dict(torch.load(os.path.join(path, "scheduler.pt"), weights_only=True))
+    teacher = os.path.join(path, TEACHER_STATE)
+    if head.teacher_model is not None:
+        if os.path.isfile(teacher):
+            head.teacher_model.load_state_dict(load_file(teacher))
+            head._teacher_versions = head._weight_versions()  # it already stepped for the loaded weights
+        else:
+            logger.warning("%s has no %s (written before it was saved): the EMA teacher restarts from the loaded "
+                           "weights", path, TEACHER_STATE)
     with open(state_file) as f:
         state = json.load(f)
     return int(state["epoch"]), float(state["best_eval_accuracy"]), list(state.get("history", []))

@@ -324,7 +324,7 @@ def test_checkpoint_best_is_replaced_only_by_a_better_score(tmp_path, monkeypatc
 # ----------------------------------------------------------------------------- resume = uninterrupted
 
 
-def _shuffled_run(out, epochs, stop_after=None, **kw):
+def _shuffled_run(out, epochs, stop_after=None, head_kw=None, **kw):
     """3 epochs of MultiMix on half the steps and CutMix on the others (torch, Python and NumPy draws), over a
     shuffled loader with its own generator; with `stop_after`, interrupted once that epoch's checkpoint is whole."""
     data = Batches()
@@ -332,7 +332,8 @@ def _shuffled_run(out, epochs, stop_after=None, **kw):
     loader = torch.utils.data.DataLoader(data, batch_size=2, shuffle=True, generator=g, collate_fn=lambda b: {
         "pixel_values": torch.stack([x for x, _ in b]), "labels": torch.stack([y for _, y in b])})
     torch.manual_seed(0)
-    head = MultiMixHead(timm.create_model("resnet10t", pretrained=False, num_classes=3), n=16, prob=0.5)
+    head = MultiMixHead(timm.create_model("resnet10t", pretrained=False, num_classes=3), n=16, prob=0.5,
+                        **(head_kw or {}))
     return train(head, loader, Batches(1).loader(), config(out, epochs, other_steps="cutmix", **kw))
 
 
@@ -355,6 +356,33 @@ def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one_bit_for_bit
     other = tmp_path / "cut-without-rng" / "checkpoint-last"
     os.remove(other / training.RNG_STATE)
     _shuffled_run(tmp_path / "cut-without-rng", 3, resume_from=str(other))
+    c = load_file(str(other / "model.safetensors"))
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_a_resumed_run_with_an_ema_teacher_distils_from_the_teacher_it_saved(tmp_path, monkeypatch):
+    ema = {"distill_weight": 0.5, "teacher": "ema", "ema_decay": 0.5}
+    straight = _shuffled_run(tmp_path / "straight", 3, head_kw=ema)
+    with ud.interrupted_after_first_checkpoint(monkeypatch), pytest.raises(KeyboardInterrupt):
+        _shuffled_run(tmp_path / "cut", 3, head_kw=ema)
+    last = tmp_path / "cut" / "checkpoint-last"
+    assert (last / training.TEACHER_STATE).is_file()
+    import shutil
+
+    shutil.copytree(tmp_path / "cut", tmp_path / "cut-without-teacher")
+    resumed = _shuffled_run(tmp_path / "cut", 3, head_kw=ema, resume_from=str(last))
+    timeless = [[{k: v for k, v in h.items() if k != "epoch_time_s"} for h in run] for run in (straight, resumed)]
+    assert timeless[0] == timeless[1]
+    a = load_file(str(tmp_path / "straight" / "checkpoint-last" / "model.safetensors"))
+    b = load_file(str(last / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    ta = load_file(str(tmp_path / "straight" / "checkpoint-last" / training.TEACHER_STATE))
+    tb = load_file(str(last / training.TEACHER_STATE))
+    assert all(torch.equal(ta[k], tb[k]) for k in ta)
+    # the control: a checkpoint without the teacher's weights restarts it from the model's, and trains otherwise
+    other = tmp_path / "cut-without-teacher" / "checkpoint-last"
+    os.remove(other / training.TEACHER_STATE)
+    _shuffled_run(tmp_path / "cut-without-teacher", 3, head_kw=ema, resume_from=str(other))
     c = load_file(str(other / "model.safetensors"))
     assert not all(torch.equal(a[k], c[k]) for k in a)
 
