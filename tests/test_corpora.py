@@ -86,3 +86,22 @@ def test_run_splits_of_newsgroups():
     assert not set(data.train.inputs) & set(data.eval.inputs)
     again = load_splits("newsgroups", train_per_class=5, max_eval=60, seed=3)
     assert again.train.inputs == data.train.inputs and again.eval.inputs == data.eval.inputs
+
+
+def test_accuracy_bench_treats_every_embedded_text_corpus_as_text():
+    import importlib.util
+    from pathlib import Path
+
+    from hf_multimix.data import EMBEDDED_DATASETS
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_accuracy_corpora", Path(__file__).resolve().parent.parent / "bench" / "accuracy.py")
+    acc = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(acc)
+    text = {name for name, load in EMBEDDED_DATASETS.items() if load().modality == "text"}
+    assert acc.TEXT_DATASETS == text  # settings on them skip mixup and cutmix
+    argv = acc.SETTINGS["newsgroups-minilm-30"]
+    assert argv[argv.index("--dataset") + 1] == "newsgroups"
+    per_class = int(argv[argv.index("--train-per-class") + 1])
+    split = load_splits("newsgroups", train_per_class=per_class, max_eval=int(argv[argv.index("--max-eval") + 1]))
+    assert np.bincount(split.train.labels).tolist() == [per_class] * 20 and len(split.eval) == 1000
