@@ -111,8 +111,9 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pretrained-file", default=None,
                    help="timm model names: pretrained weights from this .safetensors or .pth file")
     p.add_argument("--dataset", default="mnist",
-                   help="mnist | digits | tweets (embedded) | an image folder (one subfolder per class, or train/ + "
-                        "val/) | a CSV with text,label (optional split) | hf:<name or save_to_disk folder>")
+                   help="mnist | digits | tweets | newsgroups | reuters8 (embedded) | an image folder (one subfolder "
+                        "per class, or train/ + val/) | a CSV with text,label (optional split) | "
+                        "hf:<name or save_to_disk folder>")
     p.add_argument("--val-dataset", default=None, help="a second image folder or CSV to evaluate on")
     p.add_argument("--val-split", type=_open_unit_float, default=None,
                    help="fraction of each class held out when the data has no validation split (default 0.1)")

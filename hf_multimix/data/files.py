@@ -894,6 +894,7 @@ def hf_dataset(dataset_name: str, config: str | None = None, **kwargs: Any) -> C
     except Exception as e:  # network, auth, unknown name: all surface the same way
         raise RuntimeError(
             f"could not load Hugging Face dataset {dataset_name!r}: {e}. This needs access to the Hugging Face "
-            "Hub (or a local cache); offline, use 'mnist', 'digits', 'tweets', an image folder or a CSV file"
+            "Hub (or a local cache); offline, use 'mnist', 'digits', 'tweets', 'newsgroups', 'reuters8', an image "
+            "folder or a CSV file"
         ) from e
     return from_hf(loaded, name=f"hf:{dataset_name}", **kwargs)

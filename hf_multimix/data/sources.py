@@ -11,7 +11,7 @@ One resolver for the CLI (`train`, `compare`, `evaluate`), the benchmarks and th
   alone keeps today's low-data benchmark split: that many per class for training, the rest
   for evaluation.
 
-The embedded demo data sets (mnist, digits, tweets) default to the demo size
+The embedded demo data sets (mnist, digits, tweets, newsgroups, reuters8) default to the demo size
 :data:`DEMO_CAPS` when neither ``train_per_class`` nor ``val_split`` is given.
 """
 
@@ -24,7 +24,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .base import ClassificationData, Split, _concat, split
-from .embedded import digits, mnist, tweets
+from .embedded import digits, mnist, newsgroups, reuters8, tweets
 from .files import hf_dataset, image_folder, text_csv
 
 __all__ = ["DEFAULT_VAL_SPLIT", "DEMO_CAPS", "DEMO_IMAGE_SIZE", "evaluation_split", "is_embedded", "load_source", "load_splits", "relabel"]
@@ -41,7 +41,7 @@ pretrained input size."""
 DEMO_CAPS: dict[str, int] = {"train_per_class": 100, "max_eval": 1000}
 """Size of a run on an embedded demo data set when no split option is given (about a minute on a CPU)."""
 
-_EMBEDDED = {"mnist": mnist, "digits": digits, "tweets": tweets}
+_EMBEDDED = {"mnist": mnist, "digits": digits, "tweets": tweets, "newsgroups": newsgroups, "reuters8": reuters8}
 
 
 def is_embedded(name: str | Path) -> bool:
@@ -145,8 +145,9 @@ def load_splits(
     """The training and evaluation splits of a run.
 
     Args:
-        dataset: ``"mnist"``, ``"digits"``, ``"tweets"``, an image folder (flat or ``train/`` +
-            ``val/``), a CSV (``text``, ``label``, optional ``split``), or ``"hf:<name or folder>"``.
+        dataset: ``"mnist"``, ``"digits"``, ``"tweets"``, ``"newsgroups"``, ``"reuters8"``, an image
+            folder (flat or ``train/`` + ``val/``), a CSV (``text``, ``label``, optional ``split``), or
+            ``"hf:<name or folder>"``.
         val_dataset: A second source (folder or CSV) to evaluate on, with the same class names.
         val_split: Fraction of each class to hold out, in (0, 1), when the data has no evaluation
             split (default :data:`DEFAULT_VAL_SPLIT`).
