@@ -33,9 +33,7 @@ def checkout(tmp_path):
         shutil.copy(ROOT / page, tmp_path / page)
     shutil.copytree(ROOT / "bench" / "results", tmp_path / "bench" / "results",
                     ignore=shutil.ignore_patterns("runs", "*.png"))
-    (tmp_path / "docs" / "img").mkdir(parents=True, exist_ok=True)
-    for fig in ("forest.png", "forest.json"):
-        shutil.copy(ROOT / "docs" / "img" / fig, tmp_path / "docs" / "img" / fig)
+    shutil.copytree(ROOT / "docs" / "img", tmp_path / "docs" / "img", dirs_exist_ok=True)
     return tmp_path
 
 
@@ -147,3 +145,16 @@ def test_a_record_not_committed_yet_is_named_as_not_measured(checkout):
     text = pages.loss_speed(pages.Records(checkout))
     assert "| cifar | dense | shortcut | 4 | 10 | 8 | 3 | 2 | 2.0 | 1 | 3.0x |" in text
     assert "written by `python bench/loss_speed.py --threads 1`; date 2031-01-02; machine Linux x86_64" in text
+
+
+def test_a_changed_speed_record_restales_its_table_and_the_scaling_plot(checkout):
+    record = checkout / "bench" / "results" / "speed_n_m.json"
+    rows = json.loads(record.read_text())
+    rows[0]["dense_ms"] *= 2
+    record.write_text(json.dumps(rows))
+    problems = pages.generate(checkout)
+    assert problems == ["docs/benchmarks.md: section 'speed-n-m' is stale",
+                        "docs/img/speed_scaling.png is stale (the data it plots changed)"]
+    pages.generate(checkout, write=True)
+    assert f"| {rows[0]['dense_ms']:.1f} |" in (checkout / "docs" / "benchmarks.md").read_text()
+    assert pages.generate(checkout) == []
