@@ -172,8 +172,11 @@ def source(rec: Records, name: str, command: str | None = None, rows: list[dict]
     header = rec.report_header(name)
     n = len(rows)
     parts = [f"Source: `bench/results/{name}`"]
+    row_commands = list(dict.fromkeys(r["command"] for r in rows if r.get("command")))
     if top.get("command") or header.get("command"):
         parts.append(f"written by `{top.get('command') or header['command']}`")
+    elif row_commands:
+        parts.append("written by " + ", ".join(f"`{c}`" for c in row_commands))
     elif command:
         parts.append(f"written by `{command}` (as this page names it; the record does not carry its command)")
     else:

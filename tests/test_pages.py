@@ -158,3 +158,26 @@ def test_a_changed_speed_record_restales_its_table_and_the_scaling_plot(checkout
     pages.generate(checkout, write=True)
     assert f"| {rows[0]['dense_ms']:.1f} |" in (checkout / "docs" / "benchmarks.md").read_text()
     assert pages.generate(checkout) == []
+
+
+def test_a_new_speed_record_fills_its_section_with_what_its_rows_recorded(checkout):
+    rec = pages.Records(checkout)
+    assert pages.SECTIONS["speed-backbones"].render(rec).startswith("No record `bench/results/speed_backbones.json`")
+    row = {"model": "resnet18", "m": 32, "n": 1000, "r": 4, "erm_ms": 100.0, "multimix_ms": 102.0, "dense_ms": 110.0,
+           "command": "python bench/speed.py --json bench/results/speed_backbones.json",
+           "date": "2031-01-02T03:04:05+00:00", "machine": "Linux x86_64, 2 CPU cores, 1 torch thread(s), device cpu",
+           "versions": {"torch": "9.9"}}
+    (checkout / "bench" / "results" / "speed_backbones.json").write_text(json.dumps([row]))
+    text = pages.SECTIONS["speed-backbones"].render(pages.Records(checkout))
+    assert "| resnet18 | 32 | 1000 | 4 | 100.0 | 102.0 | 1.020 | 110.0 | 1.100 |" in text
+    assert ("written by `python bench/speed.py --json bench/results/speed_backbones.json`; run date 2031-01-02; "
+            "machine Linux x86_64, 2 CPU cores, 1 torch thread(s), device cpu; versions torch 9.9.") in text
+
+
+def test_speed_records_carry_their_provenance(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(sys, "argv", ["bench/speed.py", "--models", "resnet18", "--json", "x.json"])
+    row = pages._bench("speed").recorded(torch.device("cpu"))
+    assert row["command"] == "python bench/speed.py --models resnet18 --json x.json"
+    assert row["date"].startswith("20") and "CPU cores" in row["machine"] and row["versions"]["torch"]
