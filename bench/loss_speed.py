@@ -248,7 +248,8 @@ def main() -> None:
         with open(args.json, "w") as f:
             json.dump({"command": "python bench/loss_speed.py " + " ".join(sys.argv[1:]),
                        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                       "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPU cores, device {device}",
+                       "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPU cores, "
+                                  f"device {device}",
                        "threads": torch.get_num_threads(), "versions": {"torch": torch.__version__},
                        "load_average": os.getloadavg(), "repeats": args.repeats, "rows": rows}, f, indent=2)
 

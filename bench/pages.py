@@ -199,7 +199,8 @@ def source(rec: Records, name: str, command: str | None = None, rows: list[dict]
     if top.get("versions") or top.get("torch"):
         parts.append(f"versions {_versions(top.get('versions') or {'torch': top['torch']})}")
     else:
-        parts.append(f"versions {_summary([r.get('versions') for r in rows], n, _versions) if rows else 'not recorded'}")
+        versions = _summary([r.get("versions") for r in rows], n, _versions) if rows else "not recorded"
+        parts.append(f"versions {versions}")
     load = top.get("load_note") or top.get("load_average") or top.get("load_before")
     if load is None and rows and any("load_1m" in r for r in rows):
         load = [r.get("load_1m") for r in rows]
@@ -214,7 +215,8 @@ def source(rec: Records, name: str, command: str | None = None, rows: list[dict]
     commits = [r.get("git_commit") for r in rows if r.get("git_commit")] if rows else []
     if commit or commits:
         shown = list(dict.fromkeys(_commit(c) for c in ([commit] if commit else commits)))
-        parts.append("git commit " + (", ".join(shown) if len(shown) <= 2 else f"{shown[0]} ... ({len(shown)} commits)"))
+        shown_text = ", ".join(shown) if len(shown) <= 2 else f"{shown[0]} ... ({len(shown)} commits)"
+        parts.append("git commit " + shown_text)
     return "; ".join(parts) + "."
 
 
@@ -562,7 +564,8 @@ def speed_table(rec: Records, parts: list[tuple[str, str | None]], labels: dict[
     rows = []
     for name, command in parts:
         if rec.exists(name):
-            rows += [{**row, "model": (labels or {}).get((name, i), row["model"])} for i, row in enumerate(rec.rows(name))]
+            rows += [{**row, "model": (labels or {}).get((name, i), row["model"])}
+                     for i, row in enumerate(rec.rows(name))]
     missing = [not_recorded(name, command) for name, command in parts if not rec.exists(name)]
     if not rows:
         return "\n\n".join(missing)
@@ -768,7 +771,8 @@ def generate(root: Path = ROOT, write: bool = False) -> list[str]:
             out += [text[pos:start], body]
             pos = end
         new = "".join(out) + text[pos:]
-        hand = "".join(text[p:s] for p, s in zip([0] + [e for *_, e, _ in spans], [s for _, s, *_ in spans] + [len(text)]))
+        starts, ends = [s for _, s, *_ in spans] + [len(text)], [0] + [e for *_, e, _ in spans]
+        hand = "".join(text[e:s] for e, s in zip(ends, starts))
         shown = set(_INTERVAL_RE.findall("".join(generated)))
         for interval in dict.fromkeys(_INTERVAL_RE.findall(hand)):
             if interval not in shown:
