@@ -21,7 +21,8 @@ plot changes: the sha256 of that data is kept beside the picture (docs/img/fores
 and `--check` compares it, not the PNG bytes.
 
 `--check` also refuses a hand-written interval such as `+0.52 [+0.01, +1.04]` in a page's prose that no
-generated section of the page shows: prose cites the generated tables, it does not keep its own copies.
+generated section of the page shows (on README.md, examples/README.md and docs/*.md pages without sections:
+that no generated section shows): prose cites the generated tables, it does not keep its own copies.
 
 Adding a record's table (say a new `bench/accuracy.py ... --name mystudy` wrote bench/results/mystudy.json) is
 two entries in the dicts below and two markers on the page:
@@ -749,6 +750,7 @@ def generate(root: Path = ROOT, write: bool = False) -> list[str]:
     root = Path(root)
     rec = Records(root)
     problems: list[str] = []
+    everywhere: set[str] = set()  # the intervals the generated sections show
     for page in dict.fromkeys(s.page for s in SECTIONS.values()):
         path = root / page
         text = path.read_text(encoding="utf-8")
@@ -774,12 +776,23 @@ def generate(root: Path = ROOT, write: bool = False) -> list[str]:
         starts, ends = [s for _, s, *_ in spans] + [len(text)], [0] + [e for *_, e, _ in spans]
         hand = "".join(text[e:s] for e, s in zip(ends, starts))
         shown = set(_INTERVAL_RE.findall("".join(generated)))
+        everywhere |= shown
         for interval in dict.fromkeys(_INTERVAL_RE.findall(hand)):
             if interval not in shown:
                 problems.append(f"{page}: the prose quotes {interval}, which no generated section of the page shows "
                                 "(cite the generated table instead)")
         if write and new != text:
             path.write_text(new, encoding="utf-8")
+    # the other pages may quote an interval of a generated table, not one of their own
+    own = {s.page for s in SECTIONS.values()}
+    for path in [root / "README.md", root / "examples" / "README.md", *sorted((root / "docs").glob("*.md"))]:
+        page = path.relative_to(root).as_posix()
+        if page in own or not path.exists():
+            continue
+        for interval in dict.fromkeys(_INTERVAL_RE.findall(path.read_text(encoding="utf-8"))):
+            if interval not in everywhere:
+                problems.append(f"{page}: quotes {interval}, which no generated table shows (generate the table "
+                                "on this page, or cite the one that shows it)")
     for fig in rec.figures:
         sidecar = root / fig.sidecar
         kept = json.loads(sidecar.read_text()).get("sha256") if sidecar.exists() else None

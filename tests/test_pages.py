@@ -96,6 +96,13 @@ def test_prose_may_not_keep_its_own_copy_of_an_interval(checkout):
                         "shows (cite the generated table instead)"]
 
 
+def test_a_page_without_sections_may_quote_only_a_generated_interval(checkout):
+    (checkout / "docs" / "dense.md").write_text("Dense ties ERM: +0.17 [-0.50, +0.84] (results).\n"
+                                                "Dense beats ERM: +0.17 [-0.50, +0.85].\n")
+    assert pages.generate(checkout) == ["docs/dense.md: quotes +0.17 [-0.50, +0.85], which no generated table shows "
+                                        "(generate the table on this page, or cite the one that shows it)"]
+
+
 def test_a_section_without_its_markers_or_with_unknown_ones_is_refused(checkout):
     page = checkout / "docs" / "benchmarks.md"
     text = page.read_text()
