@@ -443,21 +443,30 @@ def setting_tables(rec: Records, name: str, settings: list[str] | None = None, e
     rows = [r for r in rec.rows(name) if settings is None or r["setting"] in settings]
     if settings:
         rows.sort(key=lambda r: settings.index(r["setting"]))
-    erm = {(r["setting"], r["seed"]): r["eval_accuracy"] for other in erm_from for r in rec.rows(other)
-           if r["variant"] == "erm"}
+    erm, paired = _erm(rec, erm_from, rows)
     text = acc.report(rows, [], os.devnull, "", erm).split("\n", 3)[3]  # without the header of today's machine
     if level != 3:
         text = re.sub(r"^### ", "#" * level + " ", text, flags=re.M)
-    paired = f" ERM rows from {', '.join(f'`bench/results/{e}`' for e in erm_from)}." if erm_from else ""
     return text.rstrip() + "\n\n" + source(rec, name, rows=rows) + paired
+
+
+def _erm(rec: Records, erm_from: tuple[str, ...], rows: list[dict]) -> tuple[dict[tuple[str, int], float], str]:
+    """The ERM accuracy by (setting, seed) of other records' rows, and a sentence naming the records it came from."""
+    wanted = {(r["setting"], r["seed"]) for r in rows}
+    erm, used = {}, []
+    for other in erm_from:
+        got = {key: r["eval_accuracy"] for r in rec.rows(other)
+               if r["variant"] == "erm" and (key := (r["setting"], r["seed"])) in wanted and key not in erm}
+        erm.update(got)
+        used += [other] if got else []
+    return erm, (f" ERM rows from {', '.join(f'`bench/results/{e}`' for e in used)}." if used else "")
 
 
 def ablation_table(rec: Records, name: str, erm_from: tuple[str, ...]) -> str:
     """An ablation's rows as one table (a setting column when it spans several), each paired with ERM."""
     acc = _bench("accuracy")
     rows = rec.rows(name)
-    erm = {(r["setting"], r["seed"]): r["eval_accuracy"] for other in erm_from for r in rec.rows(other)
-           if r["variant"] == "erm"}
+    erm, erm_note = _erm(rec, erm_from, rows)
     settings = list(dict.fromkeys(r["setting"] for r in rows))
     many = len(settings) > 1
     head = ("| setting " if many else "") + "| variant | seeds | final accuracy (%) | best-epoch accuracy (%) | " \
@@ -471,8 +480,7 @@ def ablation_table(rec: Records, name: str, erm_from: tuple[str, ...]) -> str:
                          f"| {v} | {len(rs)} | {acc.mean_std([r['eval_accuracy'] for r in rs])} | "
                          f"{acc.mean_std([r['best_eval_accuracy'] for r in rs])} | {acc.mean_std(paired)} | "
                          f"{acc.interval_text(paired)} | {statistics.mean(r['train_time_s'] for r in rs):.0f} |")
-    return "\n".join(lines) + "\n\n" + source(rec, name) + \
-        f" ERM rows from {', '.join(f'`bench/results/{e}`' for e in erm_from)}."
+    return "\n".join(lines) + "\n\n" + source(rec, name) + erm_note
 
 
 def analysis_tables(rec: Records, names: tuple[str, ...]) -> str:
