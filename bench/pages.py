@@ -444,7 +444,8 @@ def setting_tables(rec: Records, name: str, settings: list[str] | None = None, e
     if settings:
         rows.sort(key=lambda r: settings.index(r["setting"]))
     erm, paired = _erm(rec, erm_from, rows)
-    text = acc.report(rows, [], os.devnull, "", erm).split("\n", 3)[3]  # without the header of today's machine
+    text = acc.report(rows, [], os.devnull, "", erm)
+    text = text[text.index("### "):] if rows else ""  # from the first setting: not the header of today's machine
     if level != 3:
         text = re.sub(r"^### ", "#" * level + " ", text, flags=re.M)
     return text.rstrip() + "\n\n" + source(rec, name, rows=rows) + paired
