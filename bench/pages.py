@@ -539,7 +539,7 @@ def readme_noisy(rec: Records) -> str:
     return (f"A ResNet-10t trained from scratch on MNIST with 40% of its labels flipped reached {mine:.1f}% with it, "
             f"against {_mean(rec, name, s, 'erm'):.1f}% for ERM, {_mean(rec, name, s, 'cutmix'):.1f}% for CutMix and "
             f"{_mean(rec, name, s, 'multimix clean_weight=1.0'):.1f}% for the default (mean of {seeds} paired seeds, "
-            f"[results](docs/results.md#noisy-labels)).\n\n" + source(rec, name))
+            f"[results](docs/results.md#noisy-labels)).\n\n" + source(rec, name, rows=_of(rec, name, s)))
 
 
 def readme_imbalance(rec: Records) -> str:
@@ -550,7 +550,11 @@ def readme_imbalance(rec: Records) -> str:
     return (f"On tweets cut to 300/60/12 examples per class, the default {_verb(default)} ERM "
             f"({_interval(default)} points) and the class-balanced weights {_verb(cb)} it ({_interval(cb)}) and "
             f"{_verb(cb_default)} the default ({_interval(cb_default)}; {len(cb.seeds)} paired seeds, "
-            f"[results](docs/results.md#imbalanced-data)).\n\n" + source(rec, name))
+            f"[results](docs/results.md#imbalanced-data)).\n\n" + source(rec, name, rows=_of(rec, name, s)))
+
+
+def _of(rec: Records, name: str, setting: str) -> list[dict[str, Any]]:
+    return [r for r in rec.rows(name) if r["setting"] == setting]
 
 
 def _verb(p: Pair) -> str:
