@@ -630,6 +630,13 @@ def speed_scaling(rec: Records) -> str:
             "in `docs/img/speed_scaling.json`).")
 
 
+def probe_section(rec: Records, name: str) -> str:
+    """bench/imbalance_probe.py's tables (its own `table`) of each weighting it probed."""
+    data = rec.get(name)
+    tables = [_bench("imbalance_probe").table(variant, rows) for variant, rows in data["results"].items()]
+    return "\n\n".join(tables) + "\n\n" + source(rec, name)
+
+
 def pipeline_section(rec: Records) -> str:
     return _bench("pipeline").render(rec.get("pipeline.json"))
 
@@ -695,6 +702,7 @@ SECTIONS: dict[str, Section] = {
     "study-settings": Section("docs/results.md", lambda rec: setting_tables(rec, "study.json")),
     "imbalance-settings": Section("docs/results.md", lambda rec: setting_tables(
         rec, "imbalance.json", ["tweets-minilm-lt", "digits-lite0-lt", "digits-lite0-lt6-10ep"], level=4)),
+    "imbalance-probe": Section("docs/results.md", lambda rec: probe_section(rec, "imbalance_probe_tweets.json")),
     "grid-settings": Section("docs/results.md", lambda rec: setting_tables(rec, "accuracy.json") + "\n\n" +
                              setting_tables(rec, "accuracy_digits_tweets.json")),
     "ablation-n": Section("docs/results.md", lambda rec: ablation_table(rec, "accuracy_n.json", _GRID)),
