@@ -194,7 +194,7 @@ def main() -> None:
     p.add_argument("--memory-case", default=None, help=argparse.SUPPRESS)
     p.add_argument("--sampler", action="store_true", help="time sample_lambda against torch._standard_gamma")
     p.add_argument("--dense-limit", action="store_true", help="time the dense loss against its arithmetic floor")
-    p.add_argument("--json", default=None, help="also write the rows to this JSON file")
+    p.add_argument("--json", default=None, help="also write the rows (and the command, date, machine) to this JSON file")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -240,13 +240,30 @@ def main() -> None:
     print()
     print(f"device: {device} ({torch.get_num_threads()} threads), torch {torch.__version__}, repeats: {args.repeats} (median)")
     print()
-    print("| size | mode | path | m | n | d | c | r | fwd+bwd ms | peak extra MiB | shortcut speed-up |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print(table(rows))
+    if args.json:  # the record bench/pages.py renders on docs/benchmarks.md
+        import platform
+        from datetime import datetime, timezone
+
+        with open(args.json, "w") as f:
+            json.dump({"command": "python bench/loss_speed.py " + " ".join(sys.argv[1:]),
+                       "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                       "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPU cores, "
+                                  f"device {device}",
+                       "threads": torch.get_num_threads(), "versions": {"torch": torch.__version__},
+                       "load_average": os.getloadavg(), "repeats": args.repeats, "rows": rows}, f, indent=2)
+
+
+def table(rows: list[dict]) -> str:
+    """The Markdown table of `run_case` rows, with each shortcut's speed-up over its embedding-path twin."""
+    lines = ["| size | mode | path | m | n | d | c | r | fwd+bwd ms | peak extra MiB | shortcut speed-up |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
         twin = [o for o in rows if o["path"] == "embedding" and all(o[k] == row[k] for k in ("size", "mode", "n"))]
         speedup = f"{twin[0]['ms'] / row['ms']:.1f}x" if row["path"] == "shortcut" and twin else ""
-        print(f"| {row['size']} | {row['mode']} | {row['path']} | {row['m']} | {row['n']} | {row['d']} | {row['c']} | "
-              f"{row['r']} | {row['ms']:.1f} | {row['peak_mib']:.0f} | {speedup} |")
+        lines.append(f"| {row['size']} | {row['mode']} | {row['path']} | {row['m']} | {row['n']} | {row['d']} | "
+                     f"{row['c']} | {row['r']} | {row['ms']:.1f} | {row['peak_mib']:.0f} | {speedup} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

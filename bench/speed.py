@@ -253,7 +253,7 @@ def main() -> None:
         print_table(rows)
         if args.json:
             with open(args.json, "w") as f:
-                json.dump(rows, f, indent=2)
+                json.dump([{**row, **recorded(device)} for row in rows], f, indent=2)
         return
     if args.from_json:
         for path in args.from_json.split(","):
@@ -279,7 +279,7 @@ def main() -> None:
     print_table(rows)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(rows, f, indent=2)
+            json.dump([{**row, **recorded(device)} for row in rows], f, indent=2)
     if args.plot:
         plot(rows, args.plot)
 
@@ -342,6 +342,18 @@ def fsdp_rows(args, rs) -> list[dict]:
         mp.spawn(_fsdp_worker, args=(2, os.path.join(tmp, "init"), out, cases, args), nprocs=2, join=True)
         with open(out) as f:
             return json.load(f)
+
+
+def recorded(device: torch.device) -> dict:
+    """What a saved row says of where it came from (bench/pages.py shows it under the table)."""
+    from datetime import datetime, timezone
+
+    return {"command": "python bench/speed.py " + " ".join(sys.argv[1:]),
+            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPU cores, "
+                       f"{torch.get_num_threads()} torch thread(s), device "
+                       f"{torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'}",
+            "versions": {"torch": torch.__version__}}
 
 
 def print_table(rows: list[dict]) -> None:

@@ -75,8 +75,8 @@ class MultiMixConfig:
             (docs/results.md, "What the study says").
         clean_weight: weight of an added cross-entropy on the clean batch. 1.0 from the
             recipe study (docs/results.md, "The default recipe against the baselines"):
-            the paper's loss (0, mixed examples only) lost to ERM when fine-tuning pretrained
-            models, 1.0 won or tied. With noisy labels on images use 0
+            the paper's loss (0, mixed examples only) trailed ERM in three of four fine-tunes
+            of pretrained models, 1.0 won or tied. With noisy labels on images use 0
             (`recipes.noisy_labels`).
         label_smoothing: smoothing of the targets before mixing, in `[0, 1)`. 0: not studied.
         distill_weight: `beta` of the self-distillation term, in `[0, 1]` (0 disables it).

@@ -35,11 +35,11 @@ Hugging Face examples use 0.1 as well)."""
 
 DEMO_IMAGE_SIZE = 64
 """Image size of runs on the embedded demo digits (28x28 MNIST, 8x8 digits), which train without
-augmentation: the README main job stays about a minute on a CPU. Other data default to the model's
+augmentation: the README main job stays a few minutes on a CPU. Other data default to the model's
 pretrained input size."""
 
 DEMO_CAPS: dict[str, int] = {"train_per_class": 100, "max_eval": 1000}
-"""Size of a run on an embedded demo data set when no split option is given (about a minute on a CPU)."""
+"""Size of a run on an embedded demo data set when no split option is given (minutes on a CPU; the main job's time is in bench/results/main_job.json)."""
 
 _EMBEDDED = {"mnist": mnist, "digits": digits, "tweets": tweets, "newsgroups": newsgroups, "reuters8": reuters8}
 
