@@ -75,6 +75,11 @@ SETTINGS: dict[str, list[str]] = {
     # 1,000 held out, 48 tokens: the subject and the opening words), 30 posts per class.
     "newsgroups-minilm-30": ["--dataset", "newsgroups", "--train-per-class", "30", "--epochs", "3", "--max-eval",
                              "1000", "--lr", "1e-4", "--max-length", "48"],
+    # The text budget study on it: the CLI's text defaults (5 epochs, lr 5e-5), and 10 epochs at lr 1e-4.
+    "newsgroups-minilm-30-cli": ["--dataset", "newsgroups", "--train-per-class", "30", "--max-eval", "1000",
+                                 "--max-length", "48"],
+    "newsgroups-minilm-30-10ep": ["--dataset", "newsgroups", "--train-per-class", "30", "--epochs", "10",
+                                  "--max-eval", "1000", "--lr", "1e-4", "--max-length", "48"],
     # Long-tailed versions (issue 23): the balanced split of the same seed with some classes' training examples cut
     # (--class-counts; the held-out examples are those of the balanced run). Tweets: negative 300, neutral 60 (20%),
     # positive 12 (4%), 5 epochs.
