@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .base import ClassificationData, Split, flip_labels, split, subsample_classes
-from .embedded import TWEETS_CLASS_NAMES, digits, mnist, tweets, tweets_csv_path
+from .embedded import TWEETS_CLASS_NAMES, digits, mnist, mnist_multilabel, tweets, tweets_csv_path
 from .files import (
     IMAGE_EXTENSIONS,
     CsvTexts,
@@ -59,6 +59,7 @@ __all__ = [
     "DEMO_IMAGE_SIZE",
     "EMBEDDED_DATASETS",
     "mnist",
+    "mnist_multilabel",
     "digits",
     "tweets",
     "tweets_csv_path",
@@ -91,6 +92,7 @@ EMBEDDED_DATASETS: dict[str, Callable[..., ClassificationData]] = {
     "mnist": mnist,
     "digits": digits,
     "tweets": tweets,
+    "mnist-multilabel": mnist_multilabel,
 }
 """Names accepted by ``load_data`` for the data sets that ship with the ``data`` extra."""
 
