@@ -228,6 +228,8 @@ def test_text_predict_prints_label_sets_and_evaluate_reports_map(tmp_path, capsy
         name, labels, probs = line.split("\t")
         assert labels == "|".join(TOPICS)  # threshold 0.01: every class
         assert re.fullmatch(r"(\w+=0\.\d{4} ?)+", probs) and probs.count("=") == 3
+        total = sum(float(p.split("=")[1]) for p in probs.split())
+        assert abs(total - 1.0) > 0.05  # per-class sigmoids, not a softmax over the classes
     assert main(["predict", "--checkpoint", str(out), str(new), "--threshold", "0.99"]) == 0
     assert all(line.endswith("\t(none)") for line in capsys.readouterr().out.strip().splitlines())
     assert main(["predict", "--checkpoint", str(out), str(new), "--output", str(tmp_path / "p.csv")]) == 0
@@ -275,6 +277,10 @@ def test_image_folder_with_labels_csv_trains_multi_label(tmp_path, method, capsy
         assert main(["predict", "--checkpoint", str(out), str(tmp_path / "imgs" / "img"), "--threshold", "0.01"]) == 0
         lines = capsys.readouterr().out.strip().splitlines()
         assert len(lines) == 40 and all(line.split("\t")[1] == "a|b" for line in lines)
+        assert main(["evaluate", "--checkpoint", str(out), "--dataset", str(tmp_path / "imgs"), "--output-dir",
+                     str(tmp_path / "ev")]) == 0
+        report = json.loads((tmp_path / "ev" / "evaluation.json").read_text())
+        assert report["task"] == "multi_label" and report["examples"] == 40  # no split column: all of it
 
 
 def test_evaluation_loop_scores_multi_hot_batches_with_the_metrics():
@@ -317,3 +323,15 @@ def test_bench_report_compares_multi_label_runs_by_map(tmp_path):
     assert "final mAP (%)" in text and "| erm | 2 | 55.00 +- 7.07 | 56.00 +- 7.07 | - |" in text
     assert "| multimix | 2 | 58.00 +- 7.07 | 59.00 +- 7.07 | 3.00 +- 0.00 |" in text
     assert "| multimix | 2 | 50.00 +- 0.00 | 25.00 +- 0.00 |" in text  # micro-F1, macro-F1
+
+
+def test_compare_tables_multi_label_runs_by_map(tmp_path, capsys):
+    _image_layout(tmp_path / "imgs", 24)
+    out = tmp_path / "cmp"
+    assert main(["compare", "--dataset", str(tmp_path / "imgs"), "--methods", "erm,multimix", *IMAGES,
+                 "--output-dir", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "| method | eval mAP | best eval mAP | micro-F1 | macro-F1 | train time (s) |" in printed
+    rows = json.loads((out / "compare.json").read_text())
+    assert [r["method"] for r in rows] == ["erm", "multimix"] and all(r["task"] == "multi_label" for r in rows)
+    assert (out / "compare.png").exists()
