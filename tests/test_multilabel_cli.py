@@ -138,6 +138,18 @@ def test_clear_errors_for_bad_multi_label_data(tmp_path, capsys):
     assert "--label-noise" in err and "multi-label" in err
 
 
+def test_a_validation_set_is_read_as_label_sets_and_may_not_add_classes(tmp_path):
+    train, val = tmp_path / "train.csv", tmp_path / "val.csv"
+    _topic_csv(train, 12)
+    val.write_text("text,label\ngoal,sport\nchip,tech\n")  # one label per row: read as sets all the same
+    data = load_splits(train, val_dataset=val)
+    assert data.multi_label and data.eval.labels.tolist() == [[0, 1, 0], [0, 0, 1]]
+    assert any(n.startswith("multi-label data: 3 classes") for n in data.notes)
+    val.write_text("text,label\ngoal,sport|weather\n")
+    with pytest.raises(ValueError, match=r"class\(es\) \['weather'\] that are not among the classes trained on"):
+        load_splits(train, val_dataset=val)
+
+
 def test_labels_csv_errors_name_the_rows(tmp_path):
     _image_layout(tmp_path / "imgs", 8)
     (tmp_path / "imgs" / "labels.csv").write_text("file,labels\nimg/0.png,a|b\nimg/missing.png,a\n")

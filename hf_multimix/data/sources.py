@@ -275,4 +275,7 @@ def load_splits(
         from .multilabel import check_eval_classes
 
         check_eval_classes(data, repr(str(dataset if val_dataset is None else val_dataset)))
+        per_example = float(data.train.labels.sum(1).mean()) if len(data.train) else 0.0
+        notes.append(f"multi-label data: {data.num_classes} classes, {per_example:.2f} labels per training example "
+                     "(binary cross-entropy; checkpoints chosen by mean average precision)")
     return replace(data, notes=tuple(notes))
