@@ -347,3 +347,16 @@ def test_compare_tables_multi_label_runs_by_map(tmp_path, capsys):
     rows = json.loads((out / "compare.json").read_text())
     assert [r["method"] for r in rows] == ["erm", "multimix"] and all(r["task"] == "multi_label" for r in rows)
     assert (out / "compare.png").exists()
+
+
+def test_a_multi_label_run_resumes_with_its_map_selection(tmp_path):
+    _image_layout(tmp_path / "imgs", 24)
+    out = tmp_path / "run"
+    common = ["train", "--dataset", str(tmp_path / "imgs"), "--model", "resnet10t", "--image-size", "32",
+              "--batch-size", "8", "--no-progress", "--output-dir", str(out)]
+    assert main([*common, "--epochs", "1"]) == 0
+    assert main([*common, "--epochs", "2", "--resume", str(out / "checkpoint-last")]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert [h["epoch"] for h in metrics["history"]] == [1, 2] and all("eval_map" in h for h in metrics["history"])
+    best = json.loads((out / "checkpoint-best" / "best_score.json").read_text())
+    assert best["eval_map"] == metrics["best_eval_map"]
