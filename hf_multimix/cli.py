@@ -102,6 +102,24 @@ def _methods(text: str) -> list[str]:
     return methods
 
 
+def _label_separator(text: str) -> str:
+    from .data.multilabel import check_separator
+
+    try:
+        return check_separator(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _add_multi_label_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--multi-label", action="store_true",
+                   help="several labels per example (binary cross-entropy, checkpoints chosen by mean average "
+                        "precision): a CSV label column such as sports|politics (an empty cell: no label), or an "
+                        "image folder's labels.csv. Default: detected from the data (a separator in a label cell)")
+    p.add_argument("--label-separator", type=_label_separator, default="|",
+                   help="what separates the labels of one example in a label cell (default '|')")
+
+
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None,
                    help="efficientnet_lite0 | minilm (embedded, pretrained) | a timm model name (random init; see "
@@ -111,12 +129,15 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pretrained-file", default=None,
                    help="timm model names: pretrained weights from this .safetensors or .pth file")
     p.add_argument("--dataset", default="mnist",
-                   help="mnist | digits | tweets | newsgroups | reuters8 (embedded) | an image folder (one subfolder "
-                        "per class, or train/ + val/) | a CSV with text,label (optional split) | "
-                        "hf:<name or save_to_disk folder>")
+                   help="mnist | digits | tweets | newsgroups | reuters8 | mnist-multilabel (embedded) | an image "
+                        "folder (one subfolder per class, or train/ + val/, or labels.csv with file,labels rows) | a "
+                        "CSV with text,label (optional split; labels such as sports|politics train a multi-label "
+                        "model) | hf:<name or save_to_disk folder>")
     p.add_argument("--val-dataset", default=None, help="a second image folder or CSV to evaluate on")
     p.add_argument("--val-split", type=_open_unit_float, default=None,
-                   help="fraction of each class held out when the data has no validation split (default 0.1)")
+                   help="fraction of each class held out when the data has no validation split (default 0.1; "
+                        "multi-label data: a seeded random fraction of the examples)")
+    _add_multi_label_options(p)
     p.add_argument("--n", type=_positive_int, default=_DEFAULTS.n, help="MultiMix: mixes per batch (default %(default)s)")
     p.add_argument("--alpha", type=_alpha, default=None,
                    help=f"Dirichlet alpha, a number or 'lo,hi' (default {_DEFAULTS.alpha}); Beta alpha for the mixup baselines (default 1.0)")
@@ -219,6 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True, help="the output folder of 'hf-multimix train' (or a checkpoint-*)")
     p.add_argument("inputs", nargs="+", help="image files, folders of images, or CSV files with a 'text' column")
     p.add_argument("--output", default=None, help="write a CSV (input, label, probability, one column per class)")
+    p.add_argument("--threshold", type=_open_unit_float, default=0.5,
+                   help="multi-label models: a class is predicted where its probability exceeds this (default 0.5)")
     p.add_argument("--batch-size", type=_positive_int, default=64)
     p.add_argument("--workers", type=_number(int, lambda v: v >= 0, "an integer >= 0", ">= 0"), default=None,
                    help="DataLoader worker processes that decode and transform the images (default: as train; 0 "
@@ -230,6 +253,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--output-dir", default=None,
                    help="where evaluation.json and confusion_matrix.png go (default: the --checkpoint folder)")
     e.add_argument("--batch-size", type=_positive_int, default=64)
+    e.add_argument("--threshold", type=_open_unit_float, default=0.5,
+                   help="multi-label models: the probability above which a class is predicted, for the F1 "
+                        "scores (default 0.5)")
+    e.add_argument("--label-separator", type=_label_separator, default="|",
+                   help="multi-label models: what separates the labels of one example in the data (default '|')")
     e.add_argument("--workers", type=_number(int, lambda v: v >= 0, "an integer >= 0", ">= 0"), default=None,
                    help="DataLoader worker processes that decode and transform the images (default: as train; 0 "
                         "decodes in this process)")
@@ -313,6 +341,7 @@ class Prepared:
     class_names: tuple[str, ...] = ()
     save_with_model: tuple[Any, ...] = ()
     notes: tuple[str, ...] = ()
+    multi_label: bool = False
 
 
 def prepare(args: argparse.Namespace, method: str = "erm") -> Prepared:
@@ -341,7 +370,9 @@ def prepare(args: argparse.Namespace, method: str = "erm") -> Prepared:
                          "drop one of them")
     data = load_splits(args.dataset, val_dataset=args.val_dataset, val_split=args.val_split,
                        train_per_class=args.train_per_class, max_eval=args.max_eval, seed=args.seed,
-                       streaming=streaming)
+                       streaming=streaming, **_multi_label_reading(args))
+    if data.multi_label:
+        check_multi_label_options(args, method)
     if method in ("mixup", "cutmix") and data.modality != "image":
         raise ValueError(f"--method {method} mixes input images; {args.dataset!r} is text. Use manifold-mixup or multimix.")
     if other != "ce" and data.modality != "image":
@@ -359,6 +390,7 @@ def prepare(args: argparse.Namespace, method: str = "erm") -> Prepared:
     clf = create_classifier(args.model, data.modality, data.class_names, pretrained=args.pretrained,
                             pretrained_file=args.pretrained_file, image_size=image_size,
                             max_length=getattr(args, "max_length", None))
+    set_problem_type(clf.model, data.multi_label)
     notes = list(data.notes)
     if data.modality == "text" and getattr(args, "max_length", None) is None:
         texts = data.train.head(2000) if streaming else data.train.inputs
@@ -376,7 +408,37 @@ def prepare(args: argparse.Namespace, method: str = "erm") -> Prepared:
     train_loader, eval_loader = make_loaders(data, clf, args.batch_size, workers=getattr(args, "workers", None),
                                              seed=args.seed, augmentation=augmentation)
     return Prepared(clf.model, train_loader, eval_loader, data.modality, data.num_classes, clf.name,
-                    data.class_names, clf.companions, tuple(notes))
+                    data.class_names, clf.companions, tuple(notes), data.multi_label)
+
+
+def _multi_label_reading(args: argparse.Namespace) -> dict[str, Any]:
+    """How `load_splits` reads the labels: `--multi-label` forces several per example (else detected), with
+    `--label-separator` between them; nothing for the defaults, so single-label reading is unchanged."""
+    forced, separator = getattr(args, "multi_label", False), getattr(args, "label_separator", "|")
+    return {} if not forced and separator == "|" else {"multi_label": True if forced else None,
+                                                       "label_separator": separator}
+
+
+def check_multi_label_options(args: argparse.Namespace, method: str) -> None:
+    """Refuses the options that count one class per example, on multi-label data."""
+    given = [flag for flag, on in (("--class-counts", getattr(args, "class_counts", None)),
+                                   ("--label-noise", getattr(args, "label_noise", 0.0)),
+                                   ("--class-balanced", getattr(args, "class_balanced", False))) if on]
+    if given:
+        raise ValueError(f"{', '.join(given)} assume one class per example; the data is multi-label (several labels "
+                         "per example): drop them")
+
+
+def set_problem_type(model: Any, multi_label: bool) -> None:
+    """A Hugging Face model's `config.problem_type` for the data: `multi_label_classification` (its own loss is
+    then the binary cross-entropy, and the checkpoint says so), and not that for single-label data."""
+    config = getattr(model, "config", None)
+    if config is None or not hasattr(config, "problem_type"):
+        return  # timm: the head's task="multi_label" (saved in multimix_config.json)
+    if multi_label:
+        config.problem_type = "multi_label_classification"
+    elif config.problem_type == "multi_label_classification":  # a multi-label checkpoint fine-tuned on single labels
+        config.problem_type = "single_label_classification"
 
 
 NOISY_LABELS_RECIPE = recipes.NOISY_LABELS_FROM_SCRATCH
@@ -413,20 +475,22 @@ def recipe_args(args: argparse.Namespace, method: str, modality: str) -> argpars
     return argparse.Namespace(**{**vars(args), **chosen})
 
 
-def multimix_config(method: str, args: argparse.Namespace):
-    """The `MultiMixConfig` of `method` from the command line's options (`recipes.method_config`)."""
+def multimix_config(method: str, args: argparse.Namespace, task: str | None = None):
+    """The `MultiMixConfig` of `method` from the command line's options (`recipes.method_config`);
+    `task="multi_label"` for multi-label data (every method, the baselines included)."""
     options = dict(n=args.n, alpha=method_alpha(method, args.alpha), attention=args.attention,
                    distill_weight=args.distill_weight, label_smoothing=args.label_smoothing,
                    clean_weight=args.clean_weight, per_position=not args.shared_lambda, prob=args.prob,
                    mixing="class-balanced" if getattr(args, "class_balanced", False) else "multimix")
-    return recipes.method_config(method, **options)
+    config = recipes.method_config(method, **options)
+    return config if task is None else config.replace(task=task)
 
 
-def head_for(method: str, model: Any, args: argparse.Namespace):
+def head_for(method: str, model: Any, args: argparse.Namespace, task: str | None = None):
     """The `MultiMixHead` that trains `model` with `method` (baselines included)."""
     from .head import MultiMixHead
 
-    return MultiMixHead(model, multimix_config(method, args))
+    return MultiMixHead(model, multimix_config(method, args, task))
 
 
 def run_method(method: str, args: argparse.Namespace, output_dir: str, resume: str | None = None) -> dict[str, Any]:
@@ -440,7 +504,7 @@ def run_method(method: str, args: argparse.Namespace, output_dir: str, resume: s
     os.makedirs(output_dir, exist_ok=True)
     write_args_yaml(args, output_dir, method)  # as given: --config reads it back
     args = recipe_args(args, method, prepared.modality)
-    head = head_for(method, prepared.model, args)
+    head = head_for(method, prepared.model, args, "multi_label" if prepared.multi_label else None)
     print(f"hf-multimix: {method}: MultiMix options {head.multimix_config.describe()} (saved as multimix_config.json "
           "in each checkpoint)", flush=True)
     lr = args.lr if args.lr is not None else recipes.default_lr(prepared.modality)
@@ -467,7 +531,7 @@ def run_method(method: str, args: argparse.Namespace, output_dir: str, resume: s
         "num_classes": prepared.num_classes,
         "train_examples": len(prepared.train_loader.dataset),
         "eval_examples": len(prepared.eval_loader.dataset),
-        "initial_eval_accuracy": initial[0]["eval_accuracy"] if initial else None,
+        "initial_eval_accuracy": initial[0].get("eval_accuracy") if initial else None,
         "eval_accuracy": final.get("eval_accuracy"),
         "best_eval_accuracy": max((h["eval_accuracy"] for h in history if "eval_accuracy" in h), default=None),
         "eval_balanced_accuracy": final.get("eval_balanced_accuracy"),
@@ -498,10 +562,50 @@ def run_method(method: str, args: argparse.Namespace, output_dir: str, resume: s
         "multimix_config": head.multimix_config.to_dict(),
         "history": history,
     }
+    metrics.update(_task_metrics(prepared.multi_label, initial, history, final))
     with open(os.path.join(output_dir, "metrics.json"), "w") as f:
         json.dump(metrics, f, indent=2)
     _plot_curves({method: history}, os.path.join(output_dir, "training_curves.png"))
     return metrics
+
+
+def _task_metrics(multi_label: bool, initial: list[dict[str, Any]], history: list[dict[str, Any]],
+                  final: dict[str, Any]) -> dict[str, Any]:
+    """`task`, and for a multi-label run its mean average precision (final, best epoch, before training) and
+    micro / macro F1 of the classes whose sigmoid exceeds 0.5."""
+    if not multi_label:
+        return {"task": "single_label"}
+    from .training import MULTI_LABEL_THRESHOLD
+
+    return {"task": "multi_label", "threshold": MULTI_LABEL_THRESHOLD,
+            "initial_eval_map": initial[0].get("eval_map") if initial else None,
+            "eval_map": final.get("eval_map"),
+            "best_eval_map": max((h["eval_map"] for h in history if "eval_map" in h), default=None),
+            "eval_micro_f1": final.get("eval_micro_f1"), "eval_macro_f1": final.get("eval_macro_f1")}
+
+
+def _summary(metrics: dict[str, Any], output_dir: str) -> str:
+    """The last line of `train`: the final and best score, the time, the folder."""
+    if metrics.get("task") == "multi_label":
+        score = (f"eval_mAP {metrics['eval_map']:.4f}, best {metrics['best_eval_map']:.4f}, micro-F1 "
+                 f"{metrics['eval_micro_f1']:.4f}, macro-F1 {metrics['eval_macro_f1']:.4f}")
+    else:
+        score = f"eval_accuracy {metrics['eval_accuracy']:.4f}, best {metrics['best_eval_accuracy']:.4f}"
+    return f"{metrics['method']}: {score}, {metrics['train_time_s']:.1f}s -> {output_dir}"
+
+
+def _compare_table(rows: list[dict[str, Any]]) -> str:
+    """The table `compare` prints: accuracy, or for multi-label runs mean average precision and F1."""
+    if any(r.get("task") == "multi_label" for r in rows):
+        table = ["| method | eval mAP | best eval mAP | micro-F1 | macro-F1 | train time (s) |",
+                 "|---|---|---|---|---|---|"]
+        table += [f"| {r['method']} | {r['eval_map']:.4f} | {r['best_eval_map']:.4f} | {r['eval_micro_f1']:.4f} | "
+                  f"{r['eval_macro_f1']:.4f} | {r['train_time_s']:.1f} |" for r in rows]
+        return "\n".join(table)
+    table = ["| method | eval accuracy | best eval accuracy | train time (s) |", "|---|---|---|---|"]
+    for r in rows:
+        table.append(f"| {r['method']} | {r['eval_accuracy']:.4f} | {r['best_eval_accuracy']:.4f} | {r['train_time_s']:.1f} |")
+    return "\n".join(table)
 
 
 def resolved_args(args: argparse.Namespace) -> dict[str, Any]:
@@ -535,6 +639,11 @@ def _plot_curves(histories: dict[str, list[dict[str, Any]]], path: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    from .training import selection_metric
+
+    evaluated_records = [h for hs in histories.values() for h in hs if "eval_loss" in h]
+    key = selection_metric(evaluated_records[0]) if evaluated_records else "eval_accuracy"
+    name = "accuracy" if key == "eval_accuracy" else "mean average precision"
     for method, history in histories.items():
         epochs = [h["epoch"] for h in history]
         ax_loss.plot(epochs, [h["train_loss"] for h in history], marker="o", label=f"{method} train")
@@ -542,9 +651,9 @@ def _plot_curves(histories: dict[str, list[dict[str, Any]]], path: str) -> None:
         if evaluated:
             ev_epochs = [h["epoch"] for h in evaluated]
             ax_loss.plot(ev_epochs, [h["eval_loss"] for h in evaluated], marker="x", linestyle="--", label=f"{method} eval")
-            ax_acc.plot(ev_epochs, [h["eval_accuracy"] for h in evaluated], marker="o", label=method)
+            ax_acc.plot(ev_epochs, [h[key] for h in evaluated], marker="o", label=method)
     ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
-    ax_acc.set(xlabel="epoch", ylabel="accuracy", title="eval accuracy")
+    ax_acc.set(xlabel="epoch", ylabel=name, title=f"eval {name}")
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
@@ -563,10 +672,7 @@ def compare(args: argparse.Namespace) -> list[dict[str, Any]]:
         os.makedirs(out, exist_ok=True)
         print(f"== {method}", flush=True)
         rows.append(run_method(method, args, out))
-    table = ["| method | eval accuracy | best eval accuracy | train time (s) |", "|---|---|---|---|"]
-    for r in rows:
-        table.append(f"| {r['method']} | {r['eval_accuracy']:.4f} | {r['best_eval_accuracy']:.4f} | {r['train_time_s']:.1f} |")
-    text = "\n".join(table)
+    text = _compare_table(rows)
     print(text)
     with open(os.path.join(args.output_dir, "compare.md"), "w") as f:
         f.write(text + "\n")
@@ -599,6 +705,10 @@ def predict(args: argparse.Namespace) -> list[dict[str, Any]]:
     if skipped:
         print(f"hf-multimix: skipped {len(skipped)} unreadable image file(s) (e.g. {skipped[0]})", file=sys.stderr)
     probs = predict_proba(clf, inputs, args.batch_size, _eval_workers(args, clf))
+    from .inference import is_multi_label
+
+    if is_multi_label(clf):
+        return _predict_sets(args, clf, names, probs)
     top_p, top = probs.max(-1)
     rows = [{"input": n, "label": clf.class_names[int(i)], "probability": float(p)}
             for n, i, p in zip(names, top.tolist(), top_p.tolist())]
@@ -615,18 +725,63 @@ def predict(args: argparse.Namespace) -> list[dict[str, Any]]:
     return rows
 
 
+def _predict_sets(args: argparse.Namespace, clf: Any, names: list[str], probs: Any) -> list[dict[str, Any]]:
+    """`predict` of a multi-label model: the classes above `--threshold` and their probabilities, per input
+    (printed as `input<TAB>a|b<TAB>a=0.91 b=0.62`, `(none)` for an empty set; the CSV has one column per class)."""
+    import csv
+
+    from .inference import label_sets
+
+    sets = label_sets(probs, clf.class_names, args.threshold)
+    rows = [{"input": n, "labels": s, "probabilities": {c: float(p[clf.class_names.index(c)]) for c in s}}
+            for n, s, p in zip(names, sets, probs.tolist())]
+    if args.output:
+        with open(args.output, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["input", "labels", *clf.class_names])
+            for row, p in zip(rows, probs.tolist()):
+                writer.writerow([row["input"], "|".join(row["labels"]), *(f"{v:.6f}" for v in p)])
+        print(f"{len(rows)} prediction(s) -> {args.output}")
+    else:
+        for row in rows:
+            shown = " ".join(f"{c}={p:.4f}" for c, p in row["probabilities"].items())
+            print(f"{row['input']}\t{'|'.join(row['labels']) or '(none)'}\t{shown}".rstrip("\t"))
+    return rows
+
+
+def _evaluate_sets(args: argparse.Namespace, clf: Any, part: Any, out: str) -> dict[str, Any]:
+    """`evaluate` of a multi-label model: mean average precision, micro / macro F1 and per-class scores."""
+    from .inference import evaluate_multilabel
+    from .models import find_checkpoint
+
+    report = evaluate_multilabel(clf, part.inputs, part.labels, args.batch_size, _eval_workers(args, clf),
+                                 args.threshold)
+    result = {"checkpoint": str(find_checkpoint(args.checkpoint)), "dataset": args.dataset, **report.as_dict()}
+    with open(os.path.join(out, "evaluation.json"), "w") as f:
+        json.dump(result, f, indent=2)
+    print(f"mAP {report.mean_average_precision:.4f} on {report.examples} examples, micro-F1 {report.micro_f1:.4f}, "
+          f"macro-F1 {report.macro_f1:.4f} (threshold {report.threshold:g})")
+    for name in report.class_names:
+        ap = report.per_class_ap[name]
+        print(f"  {name}: AP {'-' if ap is None else f'{ap:.4f}'}, F1 {report.per_class_f1[name]:.4f}")
+    print(f"-> {os.path.join(out, 'evaluation.json')}")
+    return result
+
+
 def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     """Accuracy, per-class accuracy, ECE and a confusion-matrix plot of a checkpoint on a labelled data set."""
     from .inference import evaluate_classifier, evaluation_inputs, plot_confusion_matrix
     from .models import find_checkpoint, load_classifier
 
     clf = load_classifier(args.checkpoint)
-    part, notes = evaluation_inputs(args.dataset, clf)
+    part, notes = evaluation_inputs(args.dataset, clf, getattr(args, "label_separator", "|"))
     for note in notes:
         print(f"hf-multimix: {note}", flush=True)
-    report = evaluate_classifier(clf, part.inputs, part.labels, args.batch_size, _eval_workers(args, clf))
     out = args.output_dir or args.checkpoint
     os.makedirs(out, exist_ok=True)
+    if part.multi_label:
+        return _evaluate_sets(args, clf, part, out)
+    report = evaluate_classifier(clf, part.inputs, part.labels, args.batch_size, _eval_workers(args, clf))
     result = {"checkpoint": str(find_checkpoint(args.checkpoint)), "dataset": args.dataset, **report.as_dict()}
     with open(os.path.join(out, "evaluation.json"), "w") as f:
         json.dump(result, f, indent=2)
@@ -682,8 +837,7 @@ def main(argv: list[str] | None = None) -> int:
                     raise ValueError(f"--noisy-labels is a MultiMix recipe; --method {args.method} does not use it. "
                                      "Use --method multimix (or dense-multimix), or drop --noisy-labels.")
                 metrics = run_method(args.method, args, args.output_dir, resume=args.resume)
-                print(f"{metrics['method']}: eval_accuracy {metrics['eval_accuracy']:.4f}, best "
-                      f"{metrics['best_eval_accuracy']:.4f}, {metrics['train_time_s']:.1f}s -> {args.output_dir}")
+                print(_summary(metrics, args.output_dir))
             else:
                 compare(args)
     except (ValueError, OSError, ImportError, RuntimeError, FloatingPointError) as e:

@@ -1,5 +1,7 @@
 """Using a trained classifier: class probabilities for new inputs, and an evaluation report
-(accuracy, per-class accuracy, confusion matrix, ECE) on a labelled data set."""
+(accuracy, per-class accuracy, confusion matrix, ECE) on a labelled data set; for a multi-label
+classifier, per-class sigmoid probabilities, the label sets above a threshold, and mean average
+precision with micro / macro F1."""
 
 from __future__ import annotations
 
@@ -15,7 +17,35 @@ from .analysis import expected_calibration_error
 from .metrics import balanced_accuracy, macro_f1
 from .models import Classifier
 
-__all__ = ["read_inputs", "csv_texts", "check_inputs_fit", "evaluation_inputs", "predict_proba", "EvaluationReport", "evaluate_classifier", "plot_confusion_matrix"]
+__all__ = ["read_inputs", "csv_texts", "check_inputs_fit", "evaluation_inputs", "predict_proba", "EvaluationReport", "evaluate_classifier", "plot_confusion_matrix", "is_multi_label", "label_sets", "MultiLabelReport", "evaluate_multilabel"]
+
+
+def is_multi_label(classifier: Classifier) -> bool:
+    """Whether ``classifier`` predicts a set of classes per input: a Hugging Face model with
+    ``config.problem_type="multi_label_classification"``, or a checkpoint whose ``multimix_config.json``
+    says ``task="multi_label"`` (what `hf-multimix train` saves for multi-label data, timm models included).
+
+    Example:
+        >>> is_multi_label(load_classifier("runs/tags"))    # doctest: +SKIP
+        True
+    """
+    from .config import CONFIG_NAME, MultiMixConfig
+
+    problem = getattr(getattr(classifier.model, "config", None), "problem_type", None)
+    if problem == "multi_label_classification":
+        return True
+    saved = Path(classifier.name) / CONFIG_NAME
+    return saved.is_file() and MultiMixConfig.from_pretrained(saved).task == "multi_label"
+
+
+def label_sets(probs: torch.Tensor, class_names: Sequence[str], threshold: float = 0.5) -> list[list[str]]:
+    """The classes whose probability exceeds ``threshold``, per row of ``probs`` ``[N, C]``, in class order.
+
+    Example:
+        >>> label_sets(torch.tensor([[0.9, 0.2, 0.7]]), ["a", "b", "c"])
+        [['a', 'c']]
+    """
+    return [[class_names[k] for k in range(len(class_names)) if row[k] > threshold] for row in probs.tolist()]
 
 
 def read_inputs(paths: Sequence[str | Path], modality: str, image_size: int | None = None,
@@ -141,10 +171,12 @@ def check_inputs_fit(classifier: Classifier, inputs: Sequence[Any], where: str =
                          f"use a {kind} model's checkpoint")
 
 
-def evaluation_inputs(dataset: str | Path, classifier: Classifier) -> tuple[Any, tuple[str, ...]]:
+def evaluation_inputs(dataset: str | Path, classifier: Classifier,
+                      label_separator: str = "|") -> tuple[Any, tuple[str, ...]]:
     """What `hf-multimix evaluate` scores ``classifier`` on: the evaluation split of ``dataset``
     (``hf_multimix.data.sources.evaluation_split``, read as `train` reads it), after checking that
-    its modality is the model's; returns the split and the loading notes.
+    its modality is the model's; returns the split and the loading notes. A multi-label model's data is
+    read as label sets (separated by ``label_separator``), a single-label model's must have one label each.
 
     Raises:
         ValueError: texts for an image model or images for a text model (before the data is read
@@ -163,7 +195,8 @@ def evaluation_inputs(dataset: str | Path, classifier: Classifier) -> tuple[Any,
     # batch), for the evaluation transform; others: resized to the collator's square on load
     by_transform = classifier.modality == "image" and classifier.data_config is not None
     size = classifier.collate.size[0] if classifier.modality == "image" and not by_transform else None
-    part, notes = evaluation_split(dataset, classifier.class_names, size, lazy=by_transform)
+    part, notes = evaluation_split(dataset, classifier.class_names, size, lazy=by_transform,
+                                   multi_label=is_multi_label(classifier), label_separator=label_separator)
     check_inputs_fit(classifier, part.inputs, repr(text))
     return part, notes
 
@@ -172,7 +205,8 @@ def evaluation_inputs(dataset: str | Path, classifier: Classifier) -> tuple[Any,
 def predict_proba(classifier: Classifier, inputs: Sequence[Any], batch_size: int = 64,
                   workers: int = 0) -> torch.Tensor:
     """float32 ``[N, C]`` class probabilities of ``inputs`` (uint8 images ``[H, W(, 3)]``, PIL images, an
-    ``ImageFiles``, or texts).
+    ``ImageFiles``, or texts): the softmax, or for a multi-label classifier (:func:`is_multi_label`) the
+    per-class sigmoid.
 
     Image models with a ``data_config`` (every model `create_classifier` and `load_classifier` give) run
     their evaluation transform on each image at its own size, as the training loop evaluated;
@@ -189,10 +223,11 @@ def predict_proba(classifier: Classifier, inputs: Sequence[Any], batch_size: int
     check_inputs_fit(classifier, inputs)
     model = MultiMixHead(classifier.model).eval()  # in eval mode exactly the model, called the same for every family
     device = next(model.parameters()).device
+    to_probs = torch.sigmoid if is_multi_label(classifier) else (lambda logits: logits.softmax(-1))
     out = []
     for batch in _batches(classifier, inputs, batch_size, workers):
         batch = {k: v.to(device) for k, v in batch.items() if k != "labels"}
-        out.append(logits_of(model(**batch)).float().softmax(-1).cpu())
+        out.append(to_probs(logits_of(model(**batch)).float()).cpu())
     return torch.cat(out)
 
 
@@ -278,6 +313,56 @@ def evaluate_classifier(classifier: Classifier, inputs: Sequence[Any], labels: n
     return EvaluationReport(classifier.class_names, (pred == y).float().mean().item(), per_class,
                             confusion.tolist(), expected_calibration_error(probs, y), int(len(y)),
                             balanced_accuracy(pred, y, c), macro_f1(pred, y, c))
+
+
+@dataclass
+class MultiLabelReport:
+    """A multi-label classifier's scores: mean average precision (threshold-free), micro and macro F1 of
+    the classes predicted above ``threshold``, and per-class average precision (None: no positive
+    example) and F1."""
+
+    class_names: tuple[str, ...]
+    mean_average_precision: float
+    micro_f1: float
+    macro_f1: float
+    threshold: float
+    examples: int
+    per_class_ap: dict[str, float | None]
+    per_class_f1: dict[str, float]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"task": "multi_label", "mean_average_precision": self.mean_average_precision,
+                "micro_f1": self.micro_f1, "macro_f1": self.macro_f1, "threshold": self.threshold,
+                "examples": self.examples, "per_class_ap": self.per_class_ap, "per_class_f1": self.per_class_f1,
+                "class_names": list(self.class_names)}
+
+
+def evaluate_multilabel(classifier: Classifier, inputs: Sequence[Any], labels: np.ndarray, batch_size: int = 64,
+                        workers: int = 0, threshold: float = 0.5) -> MultiLabelReport:
+    """Scores a multi-label ``classifier`` on ``inputs`` with multi-hot ``labels`` ``[N, C]`` (its class order).
+
+    Raises:
+        ValueError: no input has a label (mean average precision is then undefined).
+
+    Example:
+        >>> clf = load_classifier("runs/tags")                                          # doctest: +SKIP
+        >>> part, _ = evaluation_inputs("tags_test.csv", clf)                            # doctest: +SKIP
+        >>> evaluate_multilabel(clf, part.inputs, part.labels).mean_average_precision   # doctest: +SKIP
+    """
+    from .multilabel_metrics import mean_average_precision, multilabel_f1
+
+    probs = predict_proba(classifier, inputs, batch_size, workers)
+    y = torch.as_tensor(np.asarray(labels), dtype=torch.float32)
+    if not (y > 0.5).any():
+        raise ValueError("no evaluation example has a label, so there is no mean average precision; give the "
+                         "examples their labels")
+    f1 = multilabel_f1(probs, y, threshold)
+    names = classifier.class_names
+    per_ap = {n: (mean_average_precision(probs[:, [k]], y[:, [k]]) if (y[:, k] > 0.5).any() else None)
+              for k, n in enumerate(names)}
+    per_f1 = {n: multilabel_f1(probs[:, [k]], y[:, [k]], threshold)["macro_f1"] for k, n in enumerate(names)}
+    return MultiLabelReport(tuple(names), mean_average_precision(probs, y), f1["micro_f1"], f1["macro_f1"], threshold,
+                            int(len(y)), per_ap, per_f1)
 
 
 def plot_confusion_matrix(report: EvaluationReport, path: str | Path) -> None:

@@ -188,25 +188,57 @@ def _lr_lambda(total: int, warmup: int):
     return fn
 
 
+def selection_metric(record: dict[str, Any]) -> str:
+    """The evaluation score that picks `checkpoint-best`: mean average precision (`eval_map`) for a
+    multi-label model, else accuracy (`eval_accuracy`)."""
+    return "eval_map" if "eval_map" in record else "eval_accuracy"
+
+
+MULTI_LABEL_THRESHOLD = 0.5
+"""A multi-label model predicts a class where its sigmoid exceeds this (the F1 scores' threshold)."""
+
+
+def multilabel_scores(logits: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
+    """Mean average precision and micro / macro F1 (sigmoid > 0.5) of multi-label `logits` `[m, c]`
+    against multi-hot `targets` `[m, c]`."""
+    from .multilabel_metrics import mean_average_precision, multilabel_f1
+
+    f1 = multilabel_f1(torch.sigmoid(logits.float()), targets, threshold=MULTI_LABEL_THRESHOLD)
+    return {"eval_map": mean_average_precision(logits, targets), "eval_micro_f1": f1["micro_f1"],
+            "eval_macro_f1": f1["macro_f1"]}
+
+
 @torch.no_grad()
 def evaluate(head: torch.nn.Module, loader: Iterable, accelerator: Accelerator, progress: bool = False) -> dict[str, Any]:
     """Accuracy, balanced accuracy, macro-F1, per-class accuracy (a list in class-id order) and cross-entropy
-    of the wrapped model on `loader`, gathered over processes once."""
+    of the wrapped model on `loader`, gathered over processes once. With multi-hot labels `[B, C]` (a
+    multi-label model): mean average precision (`eval_map`), micro and macro F1 at sigmoid > 0.5 and the
+    binary cross-entropy instead."""
     head.eval()
     preds, labels, losses = [], [], []
     num_classes = 0
+    multi_label = False
     for batch in tqdm(loader, desc="eval", leave=False, disable=not (progress and accelerator.is_main_process)):
         if batch is None:  # every example of the batch failed to decode (counted by the dataset)
             continue
         inputs, y = _split(batch)
         logits = logits_of(head(**inputs))
         num_classes = logits.shape[-1]
-        loss = torch.nn.functional.cross_entropy(logits.float(), y, reduction="none")
-        p, y, loss = accelerator.gather_for_metrics((logits.argmax(-1), y, loss))
+        multi_label = y.dim() == 2
+        if multi_label:  # the scores themselves: average precision ranks them
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), y.float(),
+                                                                        reduction="none").mean(-1)
+            p, y, loss = accelerator.gather_for_metrics((logits.float(), y, loss))
+        else:
+            loss = torch.nn.functional.cross_entropy(logits.float(), y, reduction="none")
+            p, y, loss = accelerator.gather_for_metrics((logits.argmax(-1), y, loss))
         preds.append(p)
         labels.append(y)
         losses.append(loss)
     preds, labels, losses = torch.cat(preds), torch.cat(labels), torch.cat(losses)
+    if multi_label:
+        return {**multilabel_scores(preds, labels), "eval_loss": losses.mean().item(),
+                "eval_examples": int(labels.shape[0])}
     # balanced accuracy and macro-F1 weigh every class equally: a collapsed minority class shows in them
     scores = classification_metrics(preds, labels, num_classes)
     return {
@@ -229,7 +261,8 @@ def train(
 ) -> list[dict[str, Any]]:
     """Trains `head` (and so its wrapped model) and returns one metrics dict per epoch.
 
-    Batches are dicts of model inputs plus `labels` (class ids). Run it as is, or under
+    Batches are dicts of model inputs plus `labels` (class ids, or float multi-hot rows `[B, C]` for a
+    head with `task="multi_label"`, whose `checkpoint-best` is then chosen by mean average precision). Run it as is, or under
     `accelerate launch` / `torchrun` for several processes. `save_with_model` holds objects
     with `save_pretrained(folder)` (a tokenizer, an image processor) written into every
     checkpoint folder next to the weights, so that each folder loads on its own.
@@ -266,8 +299,10 @@ def train(
     if eval_loader is not None:
         eval_loader = accelerator.prepare(eval_loader)
     plain = accelerator.unwrap_model(head)
-    mix_fn = _input_mixer(config.input_mix, config, plain.num_classes)
-    other_fn = None if config.other_steps == "ce" else _input_mixer(config.other_steps, config, plain.num_classes)
+    multi_label = plain.multimix_config.task == "multi_label"  # multi-hot targets: timm's Mixup mixes them as such
+    mix_fn = _input_mixer(config.input_mix, config, plain.num_classes, multi_label)
+    other_fn = None if config.other_steps == "ce" else _input_mixer(config.other_steps, config, plain.num_classes,
+                                                                    multi_label)
     if other_fn is not None and not 0.0 < plain.prob < 1.0:
         raise ValueError(
             f"other_steps={config.other_steps!r} trains the steps the head does not mix, but the head's prob is "
@@ -291,7 +326,7 @@ def train(
         record = {"epoch": 0, **evaluate(head, eval_loader, accelerator, config.progress)}
         history.append(record)
         accelerator.print(f"epoch 0 (before training)  eval_loss {record['eval_loss']:.4f}  "
-                          f"eval_acc {record['eval_accuracy']:.4f}")
+                          f"{_score_text(record)}")
     switch = plain.mixing_enabled
     for epoch in range(start_epoch, config.epochs):
         head.train()
@@ -356,13 +391,14 @@ def train(
                     f"the eval loss is {record['eval_loss']} after epoch {epoch + 1} (non-finite logits), so the "
                     "weights were not saved; lower the learning rate (--lr), or use bf16 instead of fp16."
                 )
-            improved = record["eval_accuracy"] > best  # strictly: a tie keeps the earlier checkpoint-best
-            best = max(best, record["eval_accuracy"])
-            record["best_eval_accuracy"] = best
+            key = selection_metric(record)  # accuracy, or mean average precision (multi-label)
+            improved = record[key] > best  # strictly: a tie keeps the earlier checkpoint-best
+            best = max(best, record[key])
+            record[f"best_{key}"] = best
         history.append(record)
         summary = f"epoch {epoch + 1}/{config.epochs}  train_loss {train_loss:.4f}"
-        if "eval_accuracy" in record:
-            summary += f"  eval_loss {record['eval_loss']:.4f}  eval_acc {record['eval_accuracy']:.4f}  best {best:.4f}"
+        if "eval_loss" in record:
+            summary += f"  eval_loss {record['eval_loss']:.4f}  {_score_text(record)}  best {best:.4f}"
         accelerator.print(summary + f"  ({record['epoch_time_s']:.1f}s)")
         if accelerator.is_main_process:
             with open(metrics_path, "a") as f:
@@ -414,14 +450,15 @@ def _mix_inputs(fn, inputs: dict[str, Any], labels: torch.Tensor) -> tuple[dict[
     return inputs, labels
 
 
-def _input_mixer(kind: str | None, config: TrainingConfig, num_classes: int):
+def _input_mixer(kind: str | None, config: TrainingConfig, num_classes: int, multi_label: bool = False):
     if kind is None:
         return None
     from timm.data import Mixup
 
     mixup = config.input_mix_alpha if kind == "mixup" else 0.0
     cutmix = config.input_mix_alpha if kind == "cutmix" else 0.0
-    fn = Mixup(mixup_alpha=mixup, cutmix_alpha=cutmix, label_smoothing=config.label_smoothing, num_classes=num_classes)
+    fn = Mixup(mixup_alpha=mixup, cutmix_alpha=cutmix, label_smoothing=config.label_smoothing, num_classes=num_classes,
+               multi_label=multi_label)
 
     def apply(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if x.dim() != 4:
@@ -623,15 +660,25 @@ def _save_model(path: str, head: MultiMixHead, save_with_model: tuple[Any, ...] 
 
 def _save_best(path: str, head: MultiMixHead, record: dict[str, Any], save_with_model: tuple[Any, ...] = ()) -> None:
     _save_model(path, head, save_with_model)
+    key = selection_metric(record)
     with open(os.path.join(path, BEST_SCORE), "w") as f:
-        json.dump({"epoch": record["epoch"], "eval_accuracy": record["eval_accuracy"]}, f)
+        json.dump({"epoch": record["epoch"], key: record[key]}, f)
+
+
+def _score_text(record: dict[str, Any]) -> str:
+    """`eval_acc 0.9000`, or for a multi-label model `eval_mAP 0.8000  micro_f1 ...  macro_f1 ...`."""
+    if selection_metric(record) == "eval_accuracy":
+        return f"eval_acc {record['eval_accuracy']:.4f}"
+    return (f"eval_mAP {record['eval_map']:.4f}  micro_f1 {record['eval_micro_f1']:.4f}  "
+            f"macro_f1 {record['eval_macro_f1']:.4f}")
 
 
 def _best_score(output_dir: str) -> float:
     """The score `checkpoint-best` of `output_dir` was saved with (-1 when there is none)."""
     try:
         with open(os.path.join(output_dir, "checkpoint-best", BEST_SCORE)) as f:
-            return float(json.load(f)["eval_accuracy"])
+            saved = json.load(f)
+        return float(saved["eval_accuracy"] if "eval_accuracy" in saved else saved["eval_map"])
     except (OSError, ValueError, KeyError, TypeError):
         return -1.0
 

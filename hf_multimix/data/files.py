@@ -243,6 +243,8 @@ def image_folder(
     mode: Literal["RGB", "L"] | None = None,
     skip_unreadable: bool = False,
     lazy: bool = False,
+    multi_label: bool | None = None,
+    label_separator: str = "|",
 ) -> ClassificationData:
     """Read ``<path>/<class_name>/*.png`` (one subfolder per class) into memory, or index it (``lazy``).
 
@@ -265,6 +267,9 @@ def image_folder(
             instead of raising.
         lazy: Index only: the inputs are an :class:`ImageFiles` (paths, nothing decoded;
             only the headers are read), what training on a folder of any size uses.
+        multi_label, label_separator: a folder with a ``labels.csv`` at its top is labelled by it
+            instead of by class subfolders (``file,labels`` rows such as ``a.jpg,cat|dog``; see
+            :func:`hf_multimix.data.multilabel.labelled_image_folder`); ``multi_label`` True needs one.
 
     Returns:
         Image data: uint8 ``[N, H, W]`` ("L") or ``[N, H, W, 3]`` ("RGB") (an :class:`ImageFiles`
@@ -283,6 +288,13 @@ def image_folder(
         raise ValueError(f"{str(root)!r} is a file, not a folder; {_LAYOUT_HINT}")
     if mode not in (None, "RGB", "L"):
         raise ValueError(f"mode must be 'RGB', 'L' or None, got {mode!r}")
+    from .multilabel import LABELS_FILE, labelled_image_folder
+
+    if (root / LABELS_FILE).is_file() or multi_label:  # the images' labels are listed in labels.csv
+        if not (root / LABELS_FILE).is_file():
+            raise ValueError(f"multi-label images are read from {str(root / LABELS_FILE)!r} ('file,labels' rows, "
+                             f"e.g. 'a.jpg,cat|dog'), which does not exist; add it")
+        return labelled_image_folder(root, image_size, mode, skip_unreadable, lazy, multi_label, label_separator)
     size = _size_pair(image_size)
     layout = _split_dirs(root)
     train_dir, eval_dir = layout if layout is not None else (root, None)
@@ -415,6 +427,8 @@ def text_csv(
     encoding: str = "utf-8-sig",
     split_column: str = "split",
     lazy: bool = False,
+    multi_label: bool | None = None,
+    label_separator: str = "|",
 ) -> ClassificationData:
     """Read a CSV with a header row holding a text column and a label column.
 
@@ -433,9 +447,14 @@ def text_csv(
         lazy: Index only: the inputs are a :class:`CsvTexts` (each row's byte offset; a text is
             read when asked for), so the texts are never all in memory. The file is still read
             once, to check every row.
+        multi_label: several labels per row (``sports|politics``; an empty cell is a row with no
+            label): True forces it, None (default) detects it (``label_separator`` in some label
+            cell), False reads one label per row. See :mod:`hf_multimix.data.multilabel`.
+        label_separator: what separates the labels of one row (default ``|``).
 
     Returns:
-        Text data: ``list[str]`` (a :class:`CsvTexts` when ``lazy``) and int64 labels ``[N]``;
+        Text data: ``list[str]`` (a :class:`CsvTexts` when ``lazy``) and int64 labels ``[N]``
+        (multi-label: float32 multi-hot ``[N, C]``, the classes the sorted union of the labels);
         ``eval`` holds the rows the split column sends there, else None.
 
     Raises:
@@ -476,6 +495,7 @@ def text_csv(
             parts: list[str] = []
             no_label: list[int] = []
             no_text: list[int] = []
+            label_rows: list[int] = []
             bad_split: dict[int, str] = {}
             line_no = 1
             while True:
@@ -500,6 +520,7 @@ def text_csv(
                 else:
                     texts.append(text)
                 raw_labels.append(label)
+                label_rows.append(line_no)
     except UnicodeDecodeError as e:
         raise ValueError(
             f"CSV file {str(file)!r} is not valid {encoding} ({e}); pass encoding='latin-1' (or the right one)"
@@ -508,7 +529,14 @@ def text_csv(
         raise ValueError(f"CSV file {str(file)!r} cannot be parsed ({e}); check its quoting") from e
     if not raw_labels:
         raise ValueError(f"CSV file {str(file)!r} has a header {columns} but no data rows")
-    if no_label:
+    from .multilabel import check_separator, is_multi_label_column, multi_hot
+
+    label_separator = check_separator(label_separator)
+    multi = is_multi_label_column(raw_labels, label_separator) if multi_label is None else bool(multi_label)
+    if multi and delimiter in label_separator:
+        raise ValueError(f"CSV file {str(file)!r} is delimited by {delimiter!r}, which also separates the labels; use "
+                         "',' between the columns (quote the label cells) or another --label-separator")
+    if no_label and not multi:
         raise ValueError(
             f"CSV file {str(file)!r}, {_rows(no_label)}: empty '{label_column}'; every row needs a label "
             "(fill it in or remove the row)"
@@ -523,8 +551,11 @@ def text_csv(
             f"CSV file {str(file)!r}, {_rows(sorted(bad_split))}: '{split_column}' is {values}, expected 'train' "
             "or 'val' / 'validation' / 'test'"
         )
-    names, to_id = _label_vocabulary(raw_labels)
-    labels = np.asarray([to_id[v] for v in raw_labels], dtype=np.int64)
+    if multi:
+        names, labels = multi_hot(raw_labels, label_rows, label_separator, f"CSV file {str(file)!r}", label_column)
+    else:
+        names, to_id = _label_vocabulary(raw_labels)
+        labels = np.asarray([to_id[v] for v in raw_labels], dtype=np.int64)
     which = np.asarray(parts if has_split else ["train"] * len(raw_labels))
     train_idx, eval_idx = np.flatnonzero(which == "train"), np.flatnonzero(which == "eval")
     if not len(train_idx):

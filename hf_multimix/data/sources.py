@@ -24,7 +24,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .base import ClassificationData, Split, _concat, split
-from .embedded import digits, mnist, newsgroups, reuters8, tweets
+from .embedded import digits, mnist, mnist_multilabel, newsgroups, reuters8, tweets
 from .files import hf_dataset, image_folder, text_csv
 
 __all__ = ["DEFAULT_VAL_SPLIT", "DEMO_CAPS", "DEMO_IMAGE_SIZE", "evaluation_split", "is_embedded", "load_source", "load_splits", "relabel"]
@@ -41,7 +41,8 @@ pretrained input size."""
 DEMO_CAPS: dict[str, int] = {"train_per_class": 100, "max_eval": 1000}
 """Size of a run on an embedded demo data set when no split option is given (minutes on a CPU; the main job's time is in bench/results/main_job.json)."""
 
-_EMBEDDED = {"mnist": mnist, "digits": digits, "tweets": tweets, "newsgroups": newsgroups, "reuters8": reuters8}
+_EMBEDDED = {"mnist": mnist, "digits": digits, "tweets": tweets, "newsgroups": newsgroups, "reuters8": reuters8,
+             "mnist-multilabel": mnist_multilabel}
 
 
 def is_embedded(name: str | Path) -> bool:
@@ -50,13 +51,16 @@ def is_embedded(name: str | Path) -> bool:
 
 
 def load_source(name_or_path: str | Path, image_size: int | None = None, lazy: bool = False,
-                streaming: bool = False) -> ClassificationData:
+                streaming: bool = False, multi_label: bool | None = None,
+                label_separator: str = "|") -> ClassificationData:
     """One data source as loaded (own evaluation split kept, nothing held out yet).
 
     Image folders and Hugging Face image datasets are resized to ``image_size`` when decoded, and
     image files whose header cannot be read are skipped (counted in ``notes``). With ``lazy`` they
     are only indexed (:class:`~hf_multimix.data.files.ImageFiles`, Arrow rows): nothing is decoded.
     ``streaming`` reads a Hugging Face data set as ``IterableDataset`` streams (``hf:`` sources only).
+    ``multi_label`` (None: detected from the data) and ``label_separator`` say how CSV label cells and an
+    image folder's ``labels.csv`` are read (:mod:`hf_multimix.data.multilabel`).
 
     Raises:
         ValueError: an unknown name, or bad content (the message says what to change).
@@ -68,17 +72,26 @@ def load_source(name_or_path: str | Path, image_size: int | None = None, lazy: b
     if streaming and not text.lower().startswith("hf:"):
         raise ValueError(f"--streaming reads Hugging Face data sets (hf:<name or save_to_disk folder>); "
                          f"{text!r} is not one: drop --streaming (folders and CSVs are indexed, never held whole)")
+    if multi_label and (streaming or text.lower().startswith("hf:")):
+        raise ValueError(f"multi-label data is read from a CSV or an image folder with labels.csv; {text!r} is a "
+                         "Hugging Face data set: drop --multi-label")
     if streaming:
         return hf_dataset(text[3:].strip(), image_size=image_size, streaming=True)
     if is_embedded(text):
-        return _EMBEDDED[text.lower()]()
+        data = _EMBEDDED[text.lower()]()
+        if multi_label is not None and data.multi_label != bool(multi_label):
+            raise ValueError(f"{text!r} is {'multi' if data.multi_label else 'single'}-label data; drop --multi-label "
+                             "or choose mnist-multilabel")
+        return data
     if text.lower().startswith("hf:"):
         return hf_dataset(text[3:].strip(), image_size=image_size, lazy=lazy)
     path = Path(text).expanduser()
+    labels = {} if multi_label is None and label_separator == "|" else dict(multi_label=multi_label,
+                                                                            label_separator=label_separator)
     if path.is_dir():
-        return image_folder(path, image_size=image_size, skip_unreadable=True, lazy=lazy)
+        return image_folder(path, image_size=image_size, skip_unreadable=True, lazy=lazy, **labels)
     if path.suffix.lower() in (".csv", ".tsv"):
-        return text_csv(path, lazy=lazy)
+        return text_csv(path, lazy=lazy, **labels)
     return load_data(text)  # raises the error that lists the valid choices
 
 
@@ -88,6 +101,10 @@ def relabel(part: Split, names: Sequence[str], class_names: Sequence[str], where
     Raises:
         ValueError: a class of ``names`` that ``class_names`` lacks.
     """
+    if part.labels.ndim == 2:  # multi-hot columns, matched by name
+        from .multilabel import relabel_multi_hot
+
+        return Split(part.inputs, relabel_multi_hot(part.labels, names, class_names, where))
     class_names = list(class_names)
     unknown = [n for n in names if n not in class_names]
     if unknown:
@@ -113,12 +130,18 @@ def _pooled(data: ClassificationData) -> Split:
 
 
 def evaluation_split(dataset: str | Path, class_names: Sequence[str], image_size: int | None = None,
-                     lazy: bool = False) -> tuple[Split, tuple[str, ...]]:
+                     lazy: bool = False, multi_label: bool | None = None,
+                     label_separator: str = "|") -> tuple[Split, tuple[str, ...]]:
     """What ``hf-multimix evaluate`` scores: the evaluation split of ``dataset`` if it has one
     (``val/``, a ``split`` column, a Hugging Face validation split), else all of it, labelled
     by ``class_names``; ``lazy`` indexes images as ``train`` does (see :func:`load_source`).
-    Returns the split and the loading notes."""
-    data = load_source(dataset, image_size, lazy=lazy)
+    Returns the split and the loading notes. ``multi_label`` reads the labels as sets (a multi-label
+    model's data) or refuses data that has them (False: a single-label model's)."""
+    data = load_source(dataset, image_size, lazy=lazy, multi_label=True if multi_label else None,
+                       label_separator=label_separator)
+    if multi_label is False and data.multi_label:
+        raise ValueError(f"{str(dataset)!r} has several labels per example, but the model is single-label; evaluate "
+                         "a multi-label model's checkpoint (trained with --multi-label or on such data)")
     part, which = (data.eval, "its evaluation split") if data.eval is not None else (data.train, "all of it")
     notes = [n for n in data.notes if n.startswith(("skipped", "ignored"))]  # not the notes about training
     notes.append(f"evaluating on {str(dataset)!r}: {which}, {len(part)} example(s)")
@@ -141,6 +164,8 @@ def load_splits(
     image_size: int | None = None,
     lazy: bool = True,
     streaming: bool = False,
+    multi_label: bool | None = None,
+    label_separator: str = "|",
 ) -> ClassificationData:
     """The training and evaluation splits of a run.
 
@@ -161,6 +186,11 @@ def load_splits(
             each image on demand, in the DataLoader's workers); the embedded demo data stay in memory.
         streaming: read a Hugging Face data set (``hf:``) as streams: it needs its own evaluation
             split, and takes no option that splits or caps per class (``max_eval`` takes the first rows).
+        multi_label: several labels per example (a CSV label column such as ``sports|politics``, an
+            image folder's ``labels.csv``): True forces it, None detects it from the data. Multi-label
+            data without its own evaluation split is split at random (``val_split`` of the examples,
+            seeded: :func:`hf_multimix.data.multilabel.random_split`); ``train_per_class`` does not apply.
+        label_separator: what separates the labels of one example (default ``|``).
 
     Returns:
         ``ClassificationData`` with ``train`` and ``eval`` set; ``notes`` says where each came from.
@@ -181,19 +211,27 @@ def load_splits(
         if given:
             raise ValueError(f"--streaming reads the data as a stream, which cannot be split or capped per class; "
                              f"drop {', '.join(given)} or --streaming")
-        data = load_source(dataset, image_size, streaming=True)
+        data = load_source(dataset, image_size, streaming=True, multi_label=multi_label)
         if max_eval:
             data = replace(data, eval=data.eval.take(max_eval))
         return data
-    data = load_source(dataset, image_size, lazy)
+    data = load_source(dataset, image_size, lazy, multi_label=multi_label, label_separator=label_separator)
     notes = list(data.notes)
+    if data.multi_label and train_per_class is not None:
+        from .multilabel import random_split
+
+        random_split(data, train_per_class=train_per_class)  # refused, with the reason
     if val_dataset is not None:
         if data.eval is not None:
             raise ValueError(
                 f"{str(dataset)!r} has its own evaluation split; drop --val-dataset or point --dataset at the "
                 "training part only"
             )
-        extra = load_source(val_dataset, image_size, lazy)
+        extra = load_source(val_dataset, image_size, lazy, multi_label=True if data.multi_label else None,
+                            label_separator=label_separator)
+        if extra.multi_label != data.multi_label:
+            raise ValueError(f"--val-dataset {str(val_dataset)!r} has several labels per example but --dataset does "
+                             "not; give data of the same kind (or pass --multi-label)")
         if extra.modality != data.modality:
             raise ValueError(f"--val-dataset {str(val_dataset)!r} holds {extra.modality} but --dataset holds "
                              f"{data.modality}; give data of the same kind")
@@ -201,7 +239,7 @@ def load_splits(
         data = replace(data, eval=relabel(_pooled(extra), extra.class_names, data.class_names, where))
         notes += [*extra.notes, f"evaluating on {str(val_dataset)!r}"]
     present = np.flatnonzero(data.train.class_counts(data.num_classes))
-    if len(present) < 2:
+    if len(present) < 2 and not data.multi_label:  # a multi-label classifier may tag one class
         found = ", ".join(repr(data.class_names[c]) for c in present) or "none"
         raise ValueError(
             f"{str(dataset)!r} has {len(present)} class with training examples ({found}); a classifier needs at "
@@ -218,7 +256,12 @@ def load_splits(
         else:
             fraction = DEFAULT_VAL_SPLIT if val_split is None else val_split
             data = split(data, train_per_class=train_per_class, eval_fraction=fraction, seed=seed)
-            notes.append(f"held out {fraction:g} of each class for evaluation (--val-split)")
+            if data.multi_label:
+                notes += [n for n in data.notes if n not in notes]
+                notes.append(f"held out a seeded random {fraction:g} of the examples for evaluation (--val-split; "
+                             "multi-label data is not stratified)")
+            else:
+                notes.append(f"held out {fraction:g} of each class for evaluation (--val-split)")
     else:
         if val_split is not None:
             raise ValueError(
@@ -230,4 +273,11 @@ def load_splits(
     if max_eval and len(data.eval) > max_eval:
         rng = np.random.default_rng(seed)
         data = replace(data, eval=data.eval.subset(np.sort(rng.choice(len(data.eval), max_eval, replace=False))))
+    if data.multi_label:
+        from .multilabel import check_eval_classes
+
+        check_eval_classes(data, repr(str(dataset if val_dataset is None else val_dataset)))
+        per_example = float(data.train.labels.sum(1).mean()) if len(data.train) else 0.0
+        notes.append(f"multi-label data: {data.num_classes} classes, {per_example:.2f} labels per training example "
+                     "(binary cross-entropy; checkpoints chosen by mean average precision)")
     return replace(data, notes=tuple(notes))

@@ -13,7 +13,24 @@ from torch.utils.data import Dataset
 from .base import ClassificationData, Split
 
 __all__ = ["ImageDataset", "TextDataset", "torch_dataset", "ImageCollator", "TextCollator", "SkipCounter",
-           "collate_pixels", "default_workers", "fit_max_length", "StreamingDataset"]
+           "collate_pixels", "default_workers", "fit_max_length", "StreamingDataset", "label_tensor"]
+
+
+def _label(labels: np.ndarray, i: int) -> int | np.ndarray:
+    """Example ``i``'s label: a class id, or (multi-label) its float32 multi-hot row ``[C]``."""
+    return labels[i].copy() if labels.ndim == 2 else int(labels[i])
+
+
+def label_tensor(labels: Sequence[Any]) -> torch.Tensor:
+    """A batch's labels: int64 ``[B]`` class ids, or float32 ``[B, C]`` multi-hot rows (multi-label items).
+
+    Example:
+        >>> label_tensor([np.array([1.0, 0.0]), np.array([1.0, 1.0])]).dtype
+        torch.float32
+    """
+    if len(labels) and isinstance(labels[0], np.ndarray):
+        return torch.as_tensor(np.stack(labels), dtype=torch.float32)
+    return torch.tensor([int(v) for v in labels], dtype=torch.int64)
 
 
 class SkipCounter:
@@ -68,7 +85,7 @@ class ImageDataset(Dataset):
         return len(self.split)
 
     def __getitem__(self, i: int) -> dict[str, Any] | None:
-        inputs, label = self.split.inputs, int(self.split.labels[i])
+        inputs, label = self.split.inputs, _label(self.split.labels, i)
         try:
             image = inputs[i]
         except Exception as e:  # noqa: BLE001 - any decoding error of one file must not end a long run
@@ -133,14 +150,14 @@ def collate_pixels(items: Sequence[dict[str, Any] | None]) -> dict[str, torch.Te
     """Stack transformed images (``ImageDataset`` with a ``transform``); skipped (None) items are dropped.
 
     Returns:
-        ``{"pixel_values": float32 [B, 3, H, W], "labels": int64 [B]}``, or None when every item of the
-        batch was skipped (the training loop passes over it).
+        ``{"pixel_values": float32 [B, 3, H, W], "labels": int64 [B]}`` (multi-label: float32 multi-hot
+        ``[B, C]``), or None when every item of the batch was skipped (the training loop passes over it).
     """
     kept = [it for it in items if it is not None]
     if not kept:
         return None
     return {"pixel_values": torch.stack([it["pixel_values"] for it in kept]),
-            "labels": torch.tensor([int(it["label"]) for it in kept], dtype=torch.int64)}
+            "labels": label_tensor([it["label"] for it in kept])}
 
 
 class TextDataset(Dataset):
@@ -155,7 +172,7 @@ class TextDataset(Dataset):
         return len(self.split)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        return {"text": str(self.split.inputs[i]), "label": int(self.split.labels[i])}
+        return {"text": str(self.split.inputs[i]), "label": _label(self.split.labels, i)}
 
 
 def torch_dataset(data: ClassificationData, which: str = "train",
@@ -264,8 +281,7 @@ class ImageCollator:
             flip = torch.rand(len(x)) < 0.5
             x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
         x = (x - self.mean) / self.std
-        labels = torch.tensor([int(it["label"]) for it in items], dtype=torch.int64)
-        return {"pixel_values": x.contiguous(), "labels": labels}
+        return {"pixel_values": x.contiguous(), "labels": label_tensor([it["label"] for it in items])}
 
 
 class TextCollator:
@@ -299,7 +315,7 @@ class TextCollator:
         return {
             "input_ids": enc["input_ids"].long(),
             "attention_mask": enc["attention_mask"].long(),
-            "labels": torch.tensor([int(it["label"]) for it in items], dtype=torch.int64),
+            "labels": label_tensor([it["label"] for it in items]),
         }
 
 
