@@ -184,7 +184,7 @@ def tags_from_ids(predictions: Iterable[Sequence[int]], labels: Iterable[Sequenc
 
     Example:
         >>> tags_from_ids([[0, 1, 2]], [[-100, 1, 1]], ["O", "B-PER", "I-PER"])
-        ([['B-PER', 'I-PER']], [['B-PER', 'B-PER']])
+        ([['B-PER', 'B-PER']], [['B-PER', 'I-PER']])
     """
     names = list(tag_names)
     true, pred = [], []

@@ -188,7 +188,8 @@ def _lr_lambda(total: int, warmup: int):
 @torch.no_grad()
 def evaluate(head: torch.nn.Module, loader: Iterable, accelerator: Accelerator, progress: bool = False) -> dict[str, Any]:
     """Accuracy, balanced accuracy, macro-F1, per-class accuracy (a list in class-id order) and cross-entropy
-    of the wrapped model on `loader`, gathered over processes once."""
+    of the wrapped model on `loader`, gathered over processes once. Token classifiers (logits `[m, L, c]`) are
+    scored over their labelled tokens (labels other than -100)."""
     head.eval()
     preds, labels, losses = [], [], []
     num_classes = 0
@@ -198,6 +199,9 @@ def evaluate(head: torch.nn.Module, loader: Iterable, accelerator: Accelerator, 
         inputs, y = _split(batch)
         logits = logits_of(head(**inputs))
         num_classes = logits.shape[-1]
+        if logits.dim() == 3:  # token classification: one label per token; -100 (special tokens, padding) unscored
+            keep = y != -100
+            logits, y = logits[keep], y[keep]
         loss = torch.nn.functional.cross_entropy(logits.float(), y, reduction="none")
         p, y, loss = accelerator.gather_for_metrics((logits.argmax(-1), y, loss))
         preds.append(p)
