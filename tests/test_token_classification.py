@@ -458,3 +458,29 @@ def test_cli_detects_conll_by_content_and_refuses_per_example_options(tiny_text_
     bad.write_text("Anna B-PER\nlives\n")
     assert main(["train", "--dataset", str(bad), "--output-dir", str(tmp_path / "bad3")]) == 2
     assert "line 2 has one column" in capsys.readouterr().err
+
+
+def test_generated_ner_set_is_seeded_valid_conll_with_ambiguous_words(tmp_path):
+    sys.path.insert(0, str(ROOT / "bench"))
+    import make_ner
+
+    make_ner.main(["--out", str(tmp_path / "a"), "--train", "150", "--dev", "60", "--seed", "3"])
+    make_ner.main(["--out", str(tmp_path / "b"), "--train", "150", "--dev", "60", "--seed", "3"])
+    assert (tmp_path / "a" / "train.conll").read_bytes() == (tmp_path / "b" / "train.conll").read_bytes()
+    train, dev = read_conll(tmp_path / "a" / "train.conll"), read_conll(tmp_path / "a" / "dev.conll")
+    assert (len(train), len(dev)) == (150, 60)
+    assert {t[2:] for t in train.tag_names if t != "O"} == {"PER", "LOC", "ORG", "MISC"}
+    for data in (train, dev):
+        for tags in data.tags:
+            spans = entity_spans(tags, strict=True)
+            assert spans == entity_spans(tags)  # valid IOB2: every entity starts with B-
+    # the same word is tagged with different types in different sentences: one token does not give its type
+    types: dict[str, set[str]] = {}
+    for words, tags in zip(train.tokens, train.tags):
+        for w, t in zip(words, tags):
+            types.setdefault(w, set()).add(t[2:] if t != "O" else "O")
+    assert sum(len(v - {"O"}) > 1 for v in types.values()) >= 5
+    # most evaluation names were not seen in training
+    seen = {w for words in train.tokens for w in words}
+    names = [w for words, tags in zip(dev.tokens, dev.tags) for w, t in zip(words, tags) if t.endswith("PER")]
+    assert sum(w not in seen for w in names) > len(names) / 3
