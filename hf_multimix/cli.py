@@ -591,7 +591,12 @@ def predict(args: argparse.Namespace) -> list[dict[str, Any]]:
 
     from .inference import predict_proba, read_inputs
     from .models import load_classifier
+    from .token_classification import is_token_checkpoint
 
+    if is_token_checkpoint(args.checkpoint):
+        raise ValueError(f"--checkpoint {args.checkpoint!r} is a token classifier; 'predict' labels whole inputs. "
+                         "Score it with 'hf-multimix evaluate --dataset FILE.conll', or tag sentences from Python "
+                         "(docs/token_classification.md)")
     clf = load_classifier(args.checkpoint)
     # models with a data config read each image at its own size and run their evaluation transform
     size = clf.collate.size[0] if clf.modality == "image" and clf.data_config is None else None
@@ -730,10 +735,11 @@ def evaluate_token_checkpoint(args: argparse.Namespace) -> dict[str, Any]:
     into `evaluation.json`."""
     from .data.conll import read_conll
     from .models import find_checkpoint
-    from .token_classification import evaluate_tokens, is_conll_dataset, load_token_classifier, token_loaders
+    from .token_classification import evaluate_tokens, is_token_checkpoint, load_token_classifier, token_loaders
 
-    if not is_conll_dataset(args.dataset):
-        raise ValueError(f"--checkpoint {args.checkpoint!r} is a token classifier; --dataset must be a CoNLL file")
+    if not is_token_checkpoint(args.checkpoint):
+        raise ValueError(f"--dataset {args.dataset!r} is a CoNLL file (a tag per token) but --checkpoint "
+                         f"{args.checkpoint!r} is not a token classifier; evaluate a run trained on CoNLL files")
     clf = load_token_classifier(args.checkpoint)
     data = read_conll(args.dataset)
     _, loader = token_loaders(None, data, clf, args.batch_size)

@@ -438,6 +438,13 @@ def test_cli_trains_on_conll_files_and_reports_entity_f1(tiny_text_folder, tmp_p
     assert main(["evaluate", "--checkpoint", str(out), "--dataset", str(tmp_path / "dev.conll")]) == 0
     report = json.loads((out / "evaluation.json").read_text())
     assert report["f1"] == pytest.approx(metrics["eval_f1"]) and report["per_type"] == metrics["eval_per_type"]
+    capsys.readouterr()
+    assert main(["predict", "--checkpoint", str(out), str(tmp_path / "dev.conll")]) == 2
+    assert "is a token classifier; 'predict' labels whole inputs" in capsys.readouterr().err
+    csv = tmp_path / "texts.csv"
+    csv.write_text("text,label\nAnna joined Acme,a\nOslo welcomed Boris,b\n")
+    assert main(["evaluate", "--checkpoint", str(out), "--dataset", str(csv)]) == 2
+    assert "is a token classifier; evaluate it on a CoNLL file" in capsys.readouterr().err
 
 
 def test_cli_detects_conll_by_content_and_refuses_per_example_options(tiny_text_folder, tmp_path, capsys):
