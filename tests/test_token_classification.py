@@ -342,6 +342,46 @@ def test_options_train_and_reach_the_encoder(options):
     assert model.bert.encoder.layer[0].attention.self.query.weight.grad.abs().sum() > 0
 
 
+def test_a_seeded_run_learns_a_token_problem():
+    """Each token's tag is its id modulo C: a few dozen MultiMix steps must learn it (the loss points the
+    right way), and better than the untrained model."""
+    model = _model("bert")
+    head = MultiMixHead(model, n=100).train()
+    batch = _batch([12, 9, 12, 7, 10, 12, 8, 11], seed=5)
+    labels = torch.where(batch["labels"] == -100, batch["labels"], batch["input_ids"] % C)
+    batch["labels"] = labels
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+
+    def accuracy() -> float:
+        with torch.no_grad():
+            pred = head.eval()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.argmax(-1)
+        head.train()
+        keep = labels != -100
+        return float((pred[keep] == labels[keep]).float().mean())
+
+    before = accuracy()
+    torch.manual_seed(0)
+    for _ in range(40):
+        loss = head(**batch).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert accuracy() > max(0.9, before + 0.3)
+
+
+def test_peft_lora_token_classifier_trains_through_the_root_forward():
+    import peft  # the test extra installs it
+    model = peft.get_peft_model(_model("bert"), peft.LoraConfig(task_type="TOKEN_CLS", r=4, target_modules=["query"]))
+    head = MultiMixHead(model, n=20)
+    assert head.multimix_config.task == "token"
+    head.train()(**_batch([8, 6])).loss.backward()
+    lora = [p for n, p in model.named_parameters() if "lora_" in n]
+    assert lora and all(p.grad is not None for p in lora)
+    head.eval()
+    inputs = {k: v for k, v in _batch([8, 6]).items() if k != "labels"}
+    assert torch.equal(head(**inputs).logits, model(**inputs).logits)
+
+
 # ---------------------------------------------------------------------------------------------
 # MultiMixTrainer and the command line
 
