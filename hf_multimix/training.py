@@ -199,9 +199,18 @@ def evaluate(head: torch.nn.Module, loader: Iterable, accelerator: Accelerator, 
         inputs, y = _split(batch)
         logits = logits_of(head(**inputs))
         num_classes = logits.shape[-1]
-        if logits.dim() == 3:  # token classification: one label per token; -100 (special tokens, padding) unscored
+        if logits.dim() == 3:
+            # Token classification: a label per token, -100 (special tokens, padding) unscored. Sequences are
+            # padded to one length across processes before the gather; the labelled tokens are kept after it.
+            loss = torch.nn.functional.cross_entropy(logits.float().transpose(1, 2), y, reduction="none")
+            p, y, loss = (accelerator.pad_across_processes(t, dim=1, pad_index=-100)
+                          for t in (logits.argmax(-1), y, loss))
+            p, y, loss = accelerator.gather_for_metrics((p, y, loss))
             keep = y != -100
-            logits, y = logits[keep], y[keep]
+            preds.append(p[keep])
+            labels.append(y[keep])
+            losses.append(loss[keep])
+            continue
         loss = torch.nn.functional.cross_entropy(logits.float(), y, reduction="none")
         p, y, loss = accelerator.gather_for_metrics((logits.argmax(-1), y, loss))
         preds.append(p)

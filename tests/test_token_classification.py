@@ -487,6 +487,21 @@ def test_cli_trains_on_conll_files_and_reports_entity_f1(tiny_text_folder, tmp_p
     assert "is a token classifier; evaluate it on a CoNLL file" in capsys.readouterr().err
 
 
+def test_cli_compare_runs_paired_methods_on_conll(tiny_text_folder, tmp_path):
+    from hf_multimix.cli import main
+
+    folder, _ = tiny_text_folder
+    write_conll(tmp_path / "train.conll", *_sentences(24, 4))
+    write_conll(tmp_path / "dev.conll", *_sentences(12, 5))
+    out = tmp_path / "cmp"
+    assert main(["compare", "--dataset", str(tmp_path / "train.conll"), "--val-dataset", str(tmp_path / "dev.conll"),
+                 "--model", str(folder), "--methods", "erm,multimix", "--epochs", "1", "--batch-size", "8", "--n", "10",
+                 "--no-progress", "--output-dir", str(out)]) == 0
+    rows = json.loads((out / "compare.json").read_text())
+    assert [r["method"] for r in rows] == ["erm", "multimix"] and all("eval_f1" in r for r in rows)
+    assert rows[0]["multimix_config"]["prob"] == 0.0 and rows[1]["multimix_config"]["prob"] == 1.0
+
+
 def test_cli_detects_conll_by_content_and_refuses_per_example_options(tiny_text_folder, tmp_path, capsys):
     from hf_multimix.cli import main
 
