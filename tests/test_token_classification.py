@@ -546,3 +546,58 @@ def test_generated_ner_set_is_seeded_valid_conll_with_ambiguous_words(tmp_path):
     seen = {w for words in train.tokens for w in words}
     names = [w for words, tags in zip(dev.tokens, dev.tags) for w, t in zip(words, tags) if t.endswith("PER")]
     assert sum(w not in seen for w in names) > len(names) / 3
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation across processes
+
+
+def _sentence_items() -> list[dict[str, torch.Tensor]]:
+    lengths = [5, 12, 7, 9, 4, 11, 6]  # 7 sentences: uneven across two processes, lengths differ per batch
+    batch = _batch(lengths, seed=9)
+    return [{k: v[i, :n] for k, v in batch.items()} for i, n in enumerate(lengths)]
+
+
+def _pad_collate(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    width = max(len(it["input_ids"]) for it in items)
+    pad = {"input_ids": 0, "attention_mask": 0, "labels": -100}
+    return {k: torch.stack([F.pad(it[k], (0, width - len(it[k])), value=pad[k]) for it in items]) for k in pad}
+
+
+def _token_eval_worker(rank: int, world: int, port: int, out_dir: str) -> None:
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), LOCAL_WORLD_SIZE=str(world),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), ACCELERATE_USE_CPU="yes")
+    torch.set_num_threads(1)
+    from accelerate import Accelerator
+
+    from hf_multimix.training import evaluate
+
+    accelerator = Accelerator(cpu=True)
+    head = MultiMixHead(_model("bert"), n=10)
+    loader = accelerator.prepare(torch.utils.data.DataLoader(_sentence_items(), batch_size=2, collate_fn=_pad_collate))
+    result = evaluate(head, loader, accelerator)
+    with open(os.path.join(out_dir, f"eval{rank}.json"), "w") as f:
+        json.dump(result, f)
+
+
+def test_evaluation_gathers_token_sequences_of_different_lengths_across_processes(tmp_path):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_token_eval_worker, args=(2, port, str(tmp_path)), nprocs=2, join=True)
+    results = [json.loads((tmp_path / f"eval{r}.json").read_text()) for r in range(2)]
+    # what one process computes over all sentences: every labelled token once
+    model = _model("bert").eval()
+    batch = _pad_collate(_sentence_items())
+    with torch.no_grad():
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    keep = batch["labels"] != -100
+    accuracy = float((logits.argmax(-1)[keep] == batch["labels"][keep]).float().mean())
+    for r in results:
+        assert r["eval_examples"] == int(keep.sum())
+        assert r["eval_accuracy"] == pytest.approx(accuracy)
+        assert r["eval_loss"] == pytest.approx(float(F.cross_entropy(logits[keep], batch["labels"][keep])), rel=1e-4)
