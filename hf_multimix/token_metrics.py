@@ -18,7 +18,7 @@ Example:
     >>> true = [["B-PER", "I-PER", "O", "B-LOC"]]
     >>> pred = [["B-PER", "I-PER", "O", "B-ORG"]]
     >>> scores = entity_scores(true, pred)
-    >>> scores.precision, scores.recall, scores.per_type["PER"]["f1"]
+    >>> scores.precision, scores.recall, scores.per_type.get("PER").get("f1")
     (0.5, 0.5, 1.0)
 """
 
@@ -52,8 +52,8 @@ def is_bio_tag(tag: str) -> bool:
     """Whether `tag` is `O`, `B-TYPE` or `I-TYPE` (what `entity_scores` reads).
 
     Example:
-        >>> [is_bio_tag(t) for t in ("O", "B-PER", "I_LOC", "NN", "S-PER")]
-        [True, True, True, False, False]
+        >>> tuple(is_bio_tag(t) for t in ("O", "B-PER", "I_LOC", "NN", "S-PER"))
+        (True, True, True, False, False)
     """
     try:
         _split_tag(tag, "")
