@@ -86,6 +86,9 @@ def _fast_tokenizer(folder: str) -> Any:
     except (OSError, ValueError, TypeError) as e:
         raise ValueError(f"no usable tokenizer in {folder!r} ({str(e).splitlines()[0]}); save the model's tokenizer "
                          "into the folder (tokenizer.save_pretrained)") from e
+    if getattr(tokenizer, "add_prefix_space", None) is False:
+        # byte-level BPE (RoBERTa, GPT-2, ...): words given apart need their leading space, as run_ner.py loads them
+        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True, use_fast=True, add_prefix_space=True)
     if not tokenizer.is_fast:
         raise ValueError(f"the tokenizer in {folder!r} is not a fast tokenizer; token classification aligns tags to "
                          "word pieces with word_ids(), which only fast tokenizers give")

@@ -502,6 +502,23 @@ def test_cli_compare_runs_paired_methods_on_conll(tiny_text_folder, tmp_path):
     assert rows[0]["multimix_config"]["prob"] == 0.0 and rows[1]["multimix_config"]["prob"] == 1.0
 
 
+def test_byte_level_tokenizers_are_loaded_with_a_prefix_space(tmp_path):
+    """RoBERTa-style tokenizers need add_prefix_space=True for words given apart (as run_ner.py loads them)."""
+    from hf_multimix.token_classification import create_token_classifier
+
+    chars = [chr(c) for c in range(33, 127)] + ["\u0120"]
+    (tmp_path / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(
+        ["<s>", "<pad>", "</s>", "<unk>", "<mask>", *chars])}))
+    (tmp_path / "merges.txt").write_text("#version: 0.2\n")
+    tokenizer = tf.RobertaTokenizerFast(vocab_file=str(tmp_path / "vocab.json"), merges_file=str(tmp_path / "merges.txt"))
+    assert tokenizer.add_prefix_space is False
+    folder = tmp_path / "roberta"
+    tf.RobertaModel(tf.RobertaConfig(**{**_TINY, "vocab_size": len(chars) + 5}, pad_token_id=1)).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    clf = create_token_classifier(str(folder), ["O", "B-PER"])
+    assert clf.tokenizer.add_prefix_space is True and type(clf.model).__name__ == "RobertaForTokenClassification"
+
+
 def test_cli_detects_conll_by_content_and_refuses_per_example_options(tiny_text_folder, tmp_path, capsys):
     from hf_multimix.cli import main
 
