@@ -94,7 +94,8 @@ class _Names:
     def draw(self, kind: str) -> str:
         f, rng = self.fake, self.rng
         if kind == "PER":
-            return rng.choice([f"{f.first_name()} {f.last_name()}", f.last_name(), f"{rng.choice(TITLES)} {f.last_name()}"])
+            return rng.choice([f"{f.first_name()} {f.last_name()}", f.last_name(),
+                               f"{rng.choice(TITLES)} {f.last_name()}"])
         if kind == "LOC":
             return rng.choice([f.city(), f.city(), f.country(), f.state()])
         if kind == "ORG":

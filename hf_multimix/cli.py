@@ -666,21 +666,25 @@ _PER_EXAMPLE_OPTIONS = {"train_per_class": None, "class_counts": None, "label_no
                         "noisy_labels": False, "other_steps": "ce", "streaming": False}
 
 
-def run_token_method(method: str, args: argparse.Namespace, output_dir: str, resume: str | None = None) -> dict[str, Any]:
+def run_token_method(method: str, args: argparse.Namespace, output_dir: str,
+                     resume: str | None = None) -> dict[str, Any]:
     """`run_method` for CoNLL data: trains a token classifier with `method` (MultiMix mixes every token
     position over the examples labelled there) and writes `metrics.json` with the entity scores
     (precision, recall, F1, per type) of the final model on the evaluation sentences."""
-    from .token_classification import create_token_classifier, evaluate_tokens, load_conll_splits, tag_set, token_loaders
+    from .token_classification import (create_token_classifier, evaluate_tokens, load_conll_splits, tag_set,
+                                       token_loaders)
     from .training import TrainingConfig, train
 
     if method in recipes.INPUT_MIX_METHODS:
         raise ValueError(f"--method {method} mixes input images; CoNLL data is text: use multimix, dense-multimix, "
                          "manifold-mixup or erm")
-    given = [f"--{k.replace('_', '-')}" for k, default in _PER_EXAMPLE_OPTIONS.items() if getattr(args, k, default) != default]
+    given = [f"--{k.replace('_', '-')}" for k, default in _PER_EXAMPLE_OPTIONS.items()
+             if getattr(args, k, default) != default]
     if given:
         raise ValueError(f"{', '.join(given)} need one label per example; CoNLL data has a tag per token: drop them")
     multimix_config(method, args)  # every MultiMix number checked before the data loads
-    train_part, held, notes = load_conll_splits(args.dataset, args.val_dataset, args.val_split, args.max_eval, args.seed)
+    train_part, held, notes = load_conll_splits(args.dataset, args.val_dataset, args.val_split, args.max_eval,
+                                                args.seed)
     import torch
 
     torch.manual_seed(args.seed)  # the new token head starts from the same weights for every method

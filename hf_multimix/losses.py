@@ -232,7 +232,8 @@ def token_multimix_loss(
         check_lambda(lam, m, r, values=validate)
     if cfg.distill_weight > 0:
         if teacher_probs is None:
-            raise ValueError("distill_weight > 0 needs teacher_probs [m, r, c] (e.g. softmax(token_logits.detach() / T)).")
+            raise ValueError("distill_weight > 0 needs teacher_probs [m, r, c] (e.g. "
+                             "softmax(token_logits.detach() / T)).")
         _check_teacher(teacher_probs, m, r, c)
         if teacher_probs.dim() != 3:
             raise ValueError(f"token classification takes teacher_probs per position, [m, r, c] = [{m}, {r}, {c}]; "
@@ -275,7 +276,8 @@ def check_token_labels(labels: Tensor, m: int, r: int | None, num_classes: int |
     """`labels` are `[m, r]` integer class ids in `[0, num_classes)` or -100 (ignored); with `values`
     (one reduction, one host sync) the ids are range-checked."""
     if not isinstance(labels, Tensor):
-        raise TypeError(f"token {name} must be a tensor [m, r] of class ids (-100 = ignored), got {type(labels).__name__}.")
+        raise TypeError(f"token {name} must be a tensor [m, r] of class ids (-100 = ignored), got "
+                        f"{type(labels).__name__}.")
     shape = f"[m, r] = [{m}, {r if r is not None else 'r'}]"
     if labels.dim() != 2 or labels.shape[0] != m or (r is not None and labels.shape[1] != r):
         raise ValueError(

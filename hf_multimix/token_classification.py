@@ -95,7 +95,8 @@ def _fast_tokenizer(folder: str) -> Any:
     return tokenizer
 
 
-def create_token_classifier(name: str | None, tag_names: Sequence[str], max_length: int | None = None) -> TokenClassifier:
+def create_token_classifier(name: str | None, tag_names: Sequence[str],
+                            max_length: int | None = None) -> TokenClassifier:
     """A token classifier for `tag_names`, ready to fine-tune.
 
     Args:
@@ -130,7 +131,8 @@ def create_token_classifier(name: str | None, tag_names: Sequence[str], max_leng
             "model folder (a token classifier, or a base model such as BERT); timm and image models have no tokens"
         )
     tags = list(tag_names)
-    labels = {"num_labels": len(tags), "id2label": dict(enumerate(tags)), "label2id": {t: i for i, t in enumerate(tags)}}
+    labels = {"num_labels": len(tags), "id2label": dict(enumerate(tags)),
+              "label2id": {t: i for i, t in enumerate(tags)}}
     try:
         model = AutoModelForTokenClassification.from_pretrained(folder, ignore_mismatched_sizes=True,
                                                                 local_files_only=True, **labels)
@@ -188,7 +190,10 @@ def load_conll_splits(dataset: str | Path, val_dataset: str | Path | None = None
                              "least 2 (or pass --val-dataset)")
         order = np.random.default_rng(seed).permutation(len(train))
         k = min(len(train) - 1, max(1, round(fraction * len(train))))
-        pick = lambda idx: ConllData([train.tokens[i] for i in idx], [train.tags[i] for i in idx], train.source)  # noqa: E731
+
+        def pick(idx: Sequence[int]) -> ConllData:
+            return ConllData([train.tokens[i] for i in idx], [train.tags[i] for i in idx], train.source)
+
         train, held = pick(sorted(order[k:])), pick(sorted(order[:k]))
         notes.append(f"held out {k} of the sentences for evaluation (--val-split {fraction:g})")
     if max_eval and len(held) > max_eval:

@@ -149,7 +149,8 @@ def entity_scores(true: Sequence[Sequence[str]], pred: Sequence[Sequence[str]], 
     """
     true, pred = list(true), list(pred)
     if len(true) != len(pred):
-        raise ValueError(f"{len(true)} true sentences but {len(pred)} predicted; pass one tag list per sentence in both.")
+        raise ValueError(f"{len(true)} true sentences but {len(pred)} predicted; pass one tag list per sentence in "
+                         "both.")
     counts: dict[str, list[int]] = {}  # type -> [correct, predicted, true]
     tokens = right = 0
     for s, (t, p) in enumerate(zip(true, pred)):

@@ -69,7 +69,8 @@ def test_entity_scores_refuse_bad_input_with_the_fix():
 
 
 def test_entity_scores_match_seqeval_where_installed():
-    seqeval = pytest.importorskip("seqeval.metrics", reason="seqeval is not a dependency; the hand-worked cases cover it")
+    seqeval = pytest.importorskip("seqeval.metrics",
+                                  reason="seqeval is not a dependency; the hand-worked cases cover it")
     true = [["B-PER", "I-PER", "O", "I-LOC", "B-LOC"], ["B-ORG", "I-ORG", "O", "B-MISC"]]
     pred = [["B-PER", "O", "O", "B-LOC", "B-LOC"], ["B-ORG", "I-ORG", "O", "I-MISC"]]
     s = entity_scores(true, pred)
@@ -510,7 +511,8 @@ def test_byte_level_tokenizers_are_loaded_with_a_prefix_space(tmp_path):
     (tmp_path / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(
         ["<s>", "<pad>", "</s>", "<unk>", "<mask>", *chars])}))
     (tmp_path / "merges.txt").write_text("#version: 0.2\n")
-    tokenizer = tf.RobertaTokenizerFast(vocab_file=str(tmp_path / "vocab.json"), merges_file=str(tmp_path / "merges.txt"))
+    tokenizer = tf.RobertaTokenizerFast(vocab_file=str(tmp_path / "vocab.json"),
+                                        merges_file=str(tmp_path / "merges.txt"))
     assert tokenizer.add_prefix_space is False
     folder = tmp_path / "roberta"
     tf.RobertaModel(tf.RobertaConfig(**{**_TINY, "vocab_size": len(chars) + 5}, pad_token_id=1)).save_pretrained(folder)
