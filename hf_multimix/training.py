@@ -213,7 +213,8 @@ def evaluate(head: torch.nn.Module, loader: Iterable, accelerator: Accelerator, 
     """Accuracy, balanced accuracy, macro-F1, per-class accuracy (a list in class-id order) and cross-entropy
     of the wrapped model on `loader`, gathered over processes once. With multi-hot labels `[B, C]` (a
     multi-label model): mean average precision (`eval_map`), micro and macro F1 at sigmoid > 0.5 and the
-    binary cross-entropy instead."""
+    binary cross-entropy instead. Token classifiers (logits `[m, L, c]`) are scored over their labelled
+    tokens (labels other than -100)."""
     head.eval()
     preds, labels, losses = [], [], []
     num_classes = 0
@@ -224,6 +225,18 @@ def evaluate(head: torch.nn.Module, loader: Iterable, accelerator: Accelerator, 
         inputs, y = _split(batch)
         logits = logits_of(head(**inputs))
         num_classes = logits.shape[-1]
+        if logits.dim() == 3:
+            # Token classification: a label per token, -100 (special tokens, padding) unscored. Sequences are
+            # padded to one length across processes before the gather; the labelled tokens are kept after it.
+            loss = torch.nn.functional.cross_entropy(logits.float().transpose(1, 2), y, reduction="none")
+            p, y, loss = (accelerator.pad_across_processes(t, dim=1, pad_index=-100)
+                          for t in (logits.argmax(-1), y, loss))
+            p, y, loss = accelerator.gather_for_metrics((p, y, loss))
+            keep = y != -100
+            preds.append(p[keep])
+            labels.append(y[keep])
+            losses.append(loss[keep])
+            continue
         multi_label = y.dim() == 2
         if multi_label:  # the scores themselves: average precision ranks them
             loss = torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), y.float(),

@@ -4,7 +4,8 @@
     python tests/support_matrix.py --check    # exit 1 if the page is stale (the suite runs this)
 
 The rows are the Hugging Face families of tests/hf_families.py (tested in
-tests/test_any_classifier.py) and the timm architectures of tests/test_adapter_timm.py. The
+tests/test_any_classifier.py), the token classifiers of tests/test_token_classification.py and the
+timm architectures of tests/test_adapter_timm.py. The
 adapter and the affine flag are read from a `MultiMixHead` built on each tiny model (no forward
 pass); what the tests assert about each row (final layer, dense support) comes from the tables
 they are parametrised with.
@@ -86,9 +87,28 @@ def timm_rows() -> list[str]:
     return rows
 
 
+def token_rows() -> list[str]:
+    from test_token_classification import FAMILIES, FINAL_LAYERS, _model
+
+    from hf_multimix import MultiMixHead
+
+    rows = ["## Token classification", "",
+            "`*ForTokenClassification` models go through the generic path with `task=\"token\"` (read from the class): "
+            "every position is mixed over the examples labelled there, with per-token targets "
+            "(docs/token_classification.md; tests/test_token_classification.py).", "",
+            "| family | class | adapter | mixing point | token MultiMix |", "|---|---|---|---|---|"]
+    for name in FAMILIES:
+        head = MultiMixHead(_model(name), n=8)
+        adapter = "generic" if type(head.adapter).__name__ == "HFGenericAdapter" else type(head.adapter).__name__
+        path = "shortcut" if head.adapter.affine else "embedding path"
+        rows.append(f"| {name} | `{type(head.model).__name__}` | {adapter} | input of `{FINAL_LAYERS[name]}`, every "
+                    f"token | yes, {path} |")
+    return rows
+
+
 def render() -> str:
     warnings.filterwarnings("ignore")
-    return "\n".join([HEADER, *hf_rows(), "", *timm_rows(), ""])
+    return "\n".join([HEADER, *hf_rows(), "", *token_rows(), "", *timm_rows(), ""])
 
 
 def main() -> int:

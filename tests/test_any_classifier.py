@@ -238,15 +238,14 @@ def test_unsupported_input_key_is_named(name: str) -> None:
             head(input_ids=torch.randint(3, 50, (2, 5)), pixel_values=torch.randn(2, 3, 8, 8), labels=LABELS[:2])
 
 
-def test_base_model_and_token_classifier_are_refused_with_the_class_to_use() -> None:
+def test_base_model_is_refused_with_the_class_to_use_and_token_classifiers_take_the_token_task() -> None:
     config = tf.ElectraConfig(vocab_size=100, embedding_size=32, hidden_size=32, num_hidden_layers=1,
                               num_attention_heads=2, intermediate_size=37, num_labels=C)
     with pytest.raises(TypeError, match="ForSequenceClassification"):
         MultiMixHead(tf.ElectraModel(config))
-    with pytest.raises(TypeError, match="labels every token"):
-        MultiMixHead(tf.ElectraForTokenClassification(config))
-    with pytest.raises(TypeError, match="labels every token"):  # a family with its own adapter too
-        MultiMixHead(tf.BertForTokenClassification(BY_NAME["bert"].config()))
+    # token classifiers are trained with per-token labels (tests/test_token_classification.py)
+    assert MultiMixHead(tf.ElectraForTokenClassification(config)).multimix_config.task == "token"
+    assert MultiMixHead(tf.BertForTokenClassification(BY_NAME["bert"].config())).multimix_config.task == "token"
 
 
 class _FlatForSequenceClassification(tf.PreTrainedModel):

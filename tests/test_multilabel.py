@@ -146,7 +146,7 @@ def test_bad_targets_fail_with_the_fix(targets, error, match):
 
 def test_config_checks_the_task():
     assert MultiMixConfig().task is None and MultiMixConfig(task="multi_label").task == "multi_label"
-    with pytest.raises(ValueError, match=r"unknown task 'bce'; choose one of \('single_label', 'multi_label'\)"):
+    with pytest.raises(ValueError, match=r"unknown task 'bce'; choose one of \('single_label', 'multi_label', 'token'\)"):
         MultiMixConfig(task="bce")
 
 

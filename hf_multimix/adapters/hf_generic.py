@@ -30,6 +30,10 @@ model's logits, and that layer's input `z`. Both are found by looking, not by a 
     the base model computes apart from its output), `dense=True` gets a clear error and pooled
     MultiMix still works.
 
+Token classifiers (`*ForTokenClassification`) take the same path: their final layer runs on every
+token and its output is the logits `[m, L, c]`, so the positions are that layer's inputs and their
+logits the model's own (the head mixes each position over the examples labelled there).
+
 PEFT (`get_peft_model(..., task_type="SEQ_CLS")`) and `torch.compile` models are seen through
 (`unwrap_model`); the adapters' layers are the model's own, so only what PEFT trains is trained.
 """
@@ -79,8 +83,11 @@ FAST_CHECK_POSITIONS = 4
 
 
 class HFGenericAdapter(BackboneAdapter):
-    """Any Hugging Face `*ForSequenceClassification`, `*ForImageClassification` or
-    `*ForAudioClassification` model whose logits come from an affine last layer (module docstring).
+    """Any Hugging Face `*ForSequenceClassification`, `*ForImageClassification`,
+    `*ForAudioClassification` or `*ForTokenClassification` model whose logits come from an affine
+    last layer (module docstring). For a token classifier the final layer runs on every token:
+    `features()` returns its inputs `[m, L, d]` as `tokens` and the model's logits `[m, L, c]` as
+    `token_logits`, whatever `tokens=` asks (each token has its own label).
 
     Registered last (a fallback): a family file (hf_vit.py: ViT and DeiT, for the CLS attention)
     takes the families it knows, on this same path.
@@ -96,11 +103,6 @@ class HFGenericAdapter(BackboneAdapter):
                 f"{name} has no classification head that MultiMix can train: use {_head_classes(name)} "
                 "(e.g. AutoModelForSequenceClassification.from_pretrained(name, num_labels=c)), which wraps the "
                 "same backbone."
-            )
-        if name.endswith("TokenClassification"):
-            raise TypeError(
-                f"{name} labels every token; MultiMix trains one label per example. Use a "
-                "...ForSequenceClassification model."
             )
         c = check_single_label_config(model)
         affine = [m for m in model.modules() if is_affine_layer(m)]
@@ -128,6 +130,12 @@ class HFGenericAdapter(BackboneAdapter):
     @classmethod
     def matches(cls, model: nn.Module) -> bool:
         return has_class(model, "PreTrainedModel") and hasattr(model, "config")
+
+    @property
+    def token_classifier(self) -> bool:
+        """Whether the model labels every token (`*ForTokenClassification`): its logits are `[m, L, c]`,
+        the output of its final layer at every position."""
+        return type(self.model).__name__.endswith("ForTokenClassification")
 
     # ----------------------------------------------------------------- contract
     @property
@@ -230,6 +238,14 @@ class HFGenericAdapter(BackboneAdapter):
             self._discover(record, logits)
         _, z, y = next(r for r in reversed(record) if r[0] is self._final)
         attention = extra.get("cls_attention")
+        if self.token_classifier:
+            # The final layer runs on every token and its output is the logits: the positions are its
+            # inputs [m, L, d], their logits the model's own [m, L, c].
+            z = z.reshape(logits.shape[0], logits.shape[1], -1)
+            mask = self._token_mask(inputs, z.shape[1])
+            keep = torch.ones(z.shape[:2], device=z.device) if mask is None else mask.to(z.dtype)
+            pooled = (z * keep.unsqueeze(-1)).sum(1) / keep.sum(1, keepdim=True).clamp_min(1)  # the real tokens' mean
+            return Features(pooled=pooled, tokens=z, mask=mask, logits=logits, token_logits=logits)
         if self._per_token:
             z = z.reshape(z.shape[0], -1, z.shape[-1])
             y = y.reshape(y.shape[0], -1, y.shape[-1])  # the final layer on every token: the token logits
