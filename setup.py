@@ -20,7 +20,8 @@ setup(
         "pyyaml>=5.4",  # args.yaml and --config
     ],
     extras_require={
-        "test": ["pytest>=7", "hypothesis>=6", "pytest-xdist>=3", "efficientnet-lite-pytorch>=0.1", "peft>=0.13"],
+        "test": ["pytest>=7", "hypothesis>=6", "pytest-xdist>=3", "efficientnet-lite-pytorch>=0.1", "peft>=0.13",
+                 "seqeval>=1.2"],  # seqeval: the reference entity F1 the token metrics are checked against
         "data": [
             "scikit-learn>=1.2",
             "mlxtend>=0.23",
