@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import glob
+import importlib.util
 import json
 import os
 import platform
@@ -105,6 +106,11 @@ SETTINGS: dict[str, list[str]] = {
     # (1,500 training / 1,000 evaluation canvases from disjoint digit images), pretrained EfficientNet-Lite0 at
     # 64 px, binary cross-entropy; scored by mean average precision (mAP) and micro / macro F1.
     "mnist-multilabel-lite0": ["--dataset", "mnist-multilabel", "--epochs", "5"],
+    # Token classification (issue 22): the generated named-entity set of bench/make_ner.py (400 training, 400
+    # evaluation sentences, PER/LOC/ORG/MISC, names from faker, dev names from another seed), the embedded MiniLM,
+    # scored by entity F1; lr 3e-4 and batch 16 (at the text default 5e-5 one epoch learned no entity).
+    "ner-minilm": ["--dataset", "{ner}/train.conll", "--val-dataset", "{ner}/dev.conll", "--epochs", "5", "--lr",
+                   "3e-4", "--batch-size", "16"],
 }
 
 
@@ -124,20 +130,32 @@ def _write_mnist_folder(root: str, per_class: int = 100) -> None:
     os.replace(tmp, root)
 
 
+def _write_ner(root: str) -> None:
+    """bench/make_ner.py's default set (400 training and 400 evaluation sentences, seed 0) in `root/`."""
+    tmp = root + ".partial"
+    spec = importlib.util.spec_from_file_location("bench_make_ner", os.path.join(os.path.dirname(__file__),
+                                                                               "make_ner.py"))
+    make_ner = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make_ner)
+    make_ner.main(["--out", tmp, "--train", "400", "--dev", "400", "--seed", "0"])
+    os.replace(tmp, root)
+
+
 # Settings' data written to files at first use, under <out>/data/ (not committed; the same files on every run).
-GENERATED_DATA = {"{mnist-folder}": ("mnist-folder", _write_mnist_folder)}
+GENERATED_DATA = {"{mnist-folder}": ("mnist-folder", _write_mnist_folder), "{ner}": ("ner", _write_ner)}
 
 
 def materialise(argv: list[str], out: str) -> list[str]:
-    """`argv` with each generated-data placeholder replaced by its folder, written if missing."""
+    """`argv` with each generated-data placeholder (an argument, or the start of one) replaced by its folder,
+    written if missing."""
     result = []
     for arg in argv:
-        if arg in GENERATED_DATA:
-            name, write = GENERATED_DATA[arg]
-            root = os.path.abspath(os.path.join(out, "data", name))
-            if not os.path.isdir(root):
-                write(root)
-            arg = root
+        for placeholder, (name, write) in GENERATED_DATA.items():
+            if arg == placeholder or arg.startswith(placeholder + "/"):
+                root = os.path.abspath(os.path.join(out, "data", name))
+                if not os.path.isdir(root):
+                    write(root)
+                arg = root + arg[len(placeholder):]
         result.append(arg)
     return result
 
@@ -389,12 +407,13 @@ def finished_runs(out: str, setting: str, metric: str = "eval_accuracy") -> dict
 
 
 METRIC_NAMES = {"eval_accuracy": "accuracy", "eval_balanced_accuracy": "balanced accuracy", "eval_macro_f1": "macro-F1",
-                "eval_map": "mAP"}
+                "eval_map": "mAP", "eval_f1": "entity F1"}
 
 
 def score_key(row: dict[str, Any]) -> str:
-    """The score a run is compared by: mean average precision for a multi-label run, else accuracy."""
-    return "eval_map" if row.get("task") == "multi_label" else "eval_accuracy"
+    """The score a run is compared by: mean average precision for a multi-label run, entity F1 for a token
+    classifier, else accuracy."""
+    return {"multi_label": "eval_map", "token": "eval_f1"}.get(row.get("task"), "eval_accuracy")
 
 
 def verdict_table(out: str, settings: list[str], variant: str, seeds: list[int],
@@ -475,8 +494,9 @@ def report(rows: list[dict[str, Any]], analysis: list[dict[str, Any]], path_md: 
         for v in variants:
             rs = [r for r in rows if r["setting"] == setting and r["variant"] == v]
             paired = [r[key] - erm[r["seed"]] for r in rs if r["seed"] in erm]
+            best = [r.get("best_" + key) for r in rs]  # entity F1 is the final model's only
             lines.append(f"| {v} | {len(rs)} | {mean_std([r[key] for r in rs])} | "
-                         f"{mean_std([r['best_' + key] for r in rs])} | "
+                         f"{mean_std(best) if None not in best else '-'} | "
                          f"{mean_std(paired) if v != 'erm' else '-'} | "
                          f"{interval_text(paired) if v != 'erm' else '-'} | "
                          f"{statistics.mean(r['train_time_s'] for r in rs):.0f} |")
@@ -561,7 +581,8 @@ def main() -> None:
     rows, analysis = [], []
     t0 = time.perf_counter()
     for setting in args.settings.split(","):
-        text_data = bool(TEXT_DATASETS & set(SETTINGS[setting]))
+        text_data = bool(TEXT_DATASETS & set(SETTINGS[setting])) or any(a.endswith(".conll")
+                                                                          for a in SETTINGS[setting])
         for variant, (method, extra) in grid.items():
             if text_data and method in IMAGE_ONLY:
                 continue
@@ -599,6 +620,9 @@ def main() -> None:
         mean_ap = verdict_table(args.out, args.settings.split(","), args.verdict, seeds, against, metric="eval_map")
         if len(mean_ap.splitlines()) > 2:  # multi-label settings
             table += "\n\n" + mean_ap
+        entity = verdict_table(args.out, args.settings.split(","), args.verdict, seeds, against, metric="eval_f1")
+        if len(entity.splitlines()) > 2:  # token classification settings
+            table += "\n\n" + entity
         with open(os.path.join(args.out, f"{name}_verdict.md"), "w") as f:
             f.write(f"Command: `{command}`\n\n{table}\n")
         print(table)
