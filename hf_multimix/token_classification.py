@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .models import _text_cap
 from .data.conll import ConllData, is_conll_file, read_conll, sort_tags, tokenize_and_align
 from .token_metrics import EntityScores, entity_scores, is_bio_tag, tags_from_ids
 
@@ -67,15 +68,6 @@ def is_token_checkpoint(path: str | Path) -> bool:
     except (OSError, ValueError):
         return False
     return any(str(a).endswith("ForTokenClassification") for a in config.get("architectures") or [])
-
-
-def _cap(tokenizer: Any, config: Any, asked: int | None) -> int:
-    if asked is not None:
-        return asked
-    limits = [512, getattr(config, "max_position_embeddings", None) or 512]
-    if isinstance(getattr(tokenizer, "model_max_length", None), int) and tokenizer.model_max_length < 10**6:
-        limits.append(tokenizer.model_max_length)
-    return int(min(limits))
 
 
 def _fast_tokenizer(folder: str) -> Any:
@@ -141,7 +133,7 @@ def create_token_classifier(name: str | None, tag_names: Sequence[str],
                          "Face text model folder") from e
     model.config.architectures = [type(model).__name__]  # a base model's folder becomes a token classifier's
     tokenizer = _fast_tokenizer(folder)
-    length = _cap(tokenizer, model.config, max_length)
+    length = _text_cap(tokenizer, model.config, max_length)
     tokenizer.model_max_length = length
     return TokenClassifier(model, tokenizer, tuple(tags), name, length)
 
@@ -160,7 +152,7 @@ def load_token_classifier(path: str | Path, max_length: int | None = None) -> To
     id2label = model.config.id2label or {}
     tags = tuple(str(id2label.get(i, i)) for i in range(model.config.num_labels))
     tokenizer = _fast_tokenizer(folder)
-    return TokenClassifier(model.eval(), tokenizer, tags, folder, _cap(tokenizer, model.config, max_length))
+    return TokenClassifier(model.eval(), tokenizer, tags, folder, _text_cap(tokenizer, model.config, max_length))
 
 
 def load_conll_splits(dataset: str | Path, val_dataset: str | Path | None = None, val_split: float | None = None,

