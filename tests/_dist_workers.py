@@ -45,6 +45,7 @@ def mix_across_worker(rank, world, init_file, out_dir, dense):
         dist.all_reduce(g)  # what DDP does: average the gradients over processes
         grads[name] = g / world
     torch.save({"loss": loss.detach(), "grads": grads}, os.path.join(out_dir, f"rank{rank}.pt"))
+    dist.barrier()  # neither process tears gloo down while the other still talks to it (an abort at exit)
     dist.destroy_process_group()
 
 
@@ -185,6 +186,7 @@ def fsdp_worker(rank, world, init_file, out_dir):
             results[f"{kind}-{case}"] = _fsdp_case(kind, case)
     with open(os.path.join(out_dir, f"fsdp{rank}.json"), "w") as f:
         json.dump(results, f)
+    dist.barrier()
     dist.destroy_process_group()
 
 
