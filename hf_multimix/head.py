@@ -234,6 +234,14 @@ class MultiMixHead(TrainerModelMixin, nn.Module):
             t.copy_(w)
         self._teacher_versions = self._weight_versions()
 
+    def load_teacher(self, state: dict[str, Tensor]) -> None:
+        """Loads the EMA teacher's weights (a resumed run's `teacher.safetensors`), as stepped for the
+        current weights: the next training forward does not step it again."""
+        if self.teacher_model is None:
+            raise ValueError("load_teacher() needs MultiMixHead(..., teacher='ema', distill_weight > 0).")
+        self.teacher_model.load_state_dict(state)
+        self._teacher_versions = self._weight_versions()
+
     def _weight_versions(self) -> tuple[int, ...] | None:
         """The in-place version counters of the weights: an optimizer step bumps them, a forward,
         a backward and `zero_grad` do not."""

@@ -820,8 +820,7 @@ def _load_checkpoint(path: str, head: MultiMixHead, optimizer, scheduler) -> tup
     teacher = os.path.join(path, TEACHER_STATE)
     if head.teacher_model is not None:
         if os.path.isfile(teacher):
-            head.teacher_model.load_state_dict(load_file(teacher))
-            head._teacher_versions = head._weight_versions()  # it already stepped for the loaded weights
+            head.load_teacher(load_file(teacher))
         else:
             logger.warning("%s has no %s (written before it was saved): the EMA teacher restarts from the loaded "
                            "weights", path, TEACHER_STATE)
