@@ -147,9 +147,11 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                         "without it in the accuracy study: docs/distillation.md)")
     p.add_argument("--attention", default=_DEFAULTS.attention, choices=list(ATTENTIONS),
                    help="dense MultiMix attention (default %(default)s)")
-    p.add_argument("--epochs", type=_positive_int, default=5)
+    p.add_argument("--epochs", type=_positive_int, default=None,
+                   help="default: 5 for images; for text, enough for 200 optimiser steps, 3 to 10 epochs "
+                        "(hf_multimix.recipes.default_epochs)")
     p.add_argument("--batch-size", type=_positive_int, default=32)
-    p.add_argument("--lr", type=_positive_float, default=None, help="default 1e-3 (images), 5e-5 (text)")
+    p.add_argument("--lr", type=_positive_float, default=None, help="default 1e-3 (images), 1e-4 (text)")
     p.add_argument("--weight-decay", type=_non_negative_float, default=0.01)
     p.add_argument("--grad-accum", type=_positive_int, default=1, help="gradient accumulation steps")
     p.add_argument("--label-smoothing", type=_unit_float, default=_DEFAULTS.label_smoothing)
@@ -476,6 +478,21 @@ def recipe_args(args: argparse.Namespace, method: str, modality: str) -> argpars
     return argparse.Namespace(**{**vars(args), **chosen})
 
 
+def run_epochs(args: argparse.Namespace, modality: str, train_loader: Any) -> int:
+    """`--epochs`, else `recipes.default_epochs` for the optimiser steps an epoch of `train_loader` takes."""
+    if args.epochs is not None:
+        return args.epochs
+    steps = math.ceil(len(train_loader) / args.grad_accum)
+    if args.max_steps_per_epoch:
+        steps = min(steps, args.max_steps_per_epoch)
+    epochs = recipes.default_epochs(modality, max(1, steps))
+    if modality == "text":
+        print(f"hf-multimix: --epochs {epochs} ({steps} optimiser step{'s' if steps != 1 else ''} an epoch; a text fine-tune trains for at "
+              f"least {recipes.TEXT_MIN_STEPS} steps in {recipes.TEXT_EPOCHS[0]} to {recipes.TEXT_EPOCHS[1]} "
+              "epochs; set --epochs to choose)", flush=True)
+    return epochs
+
+
 def multimix_config(method: str, args: argparse.Namespace, task: str | None = None):
     """The `MultiMixConfig` of `method` from the command line's options (`recipes.method_config`);
     `task="multi_label"` for multi-label data (every method, the baselines included)."""
@@ -511,9 +528,10 @@ def run_method(method: str, args: argparse.Namespace, output_dir: str, resume: s
     print(f"hf-multimix: {method}: MultiMix options {head.multimix_config.describe()} (saved as multimix_config.json "
           "in each checkpoint)", flush=True)
     lr = args.lr if args.lr is not None else recipes.default_lr(prepared.modality)
+    epochs = run_epochs(args, prepared.modality, prepared.train_loader)
     alpha = method_alpha("mixup", args.alpha)  # Beta alpha of input mixup / CutMix (unused by other methods)
     config = TrainingConfig(
-        output_dir=output_dir, epochs=args.epochs, lr=lr, weight_decay=args.weight_decay,
+        output_dir=output_dir, epochs=epochs, lr=lr, weight_decay=args.weight_decay,
         gradient_accumulation_steps=args.grad_accum, mixed_precision=args.mixed_precision, seed=args.seed,
         input_mix=method if method in ("mixup", "cutmix") else None,
         input_mix_alpha=alpha if isinstance(alpha, float) else alpha[0],
@@ -541,7 +559,8 @@ def run_method(method: str, args: argparse.Namespace, output_dir: str, resume: s
         "eval_macro_f1": final.get("eval_macro_f1"),
         "eval_per_class_accuracy": final.get("eval_per_class_accuracy"),
         "train_time_s": elapsed,
-        "epochs": args.epochs,
+        "epochs": epochs,
+        "lr": lr,
         "seed": args.seed,
         "n": args.n if "multimix" in method else None,
         "alpha": args.alpha,
@@ -856,8 +875,9 @@ def run_token_method(method: str, args: argparse.Namespace, output_dir: str,
     print(f"hf-multimix: {method}: MultiMix options {head.multimix_config.describe()} (token classification)",
           flush=True)
     lr = args.lr if args.lr is not None else recipes.default_lr("text")
+    epochs = run_epochs(args, "text", train_loader)
     config = TrainingConfig(
-        output_dir=output_dir, epochs=args.epochs, lr=lr, weight_decay=args.weight_decay,
+        output_dir=output_dir, epochs=epochs, lr=lr, weight_decay=args.weight_decay,
         gradient_accumulation_steps=args.grad_accum, mixed_precision=args.mixed_precision, seed=args.seed,
         label_smoothing=args.label_smoothing, max_steps_per_epoch=args.max_steps_per_epoch, resume_from=resume,
         progress=not args.no_progress, eval_before_training=False, mix_off_epoch=args.mix_off_epoch,
@@ -878,7 +898,7 @@ def run_token_method(method: str, args: argparse.Namespace, output_dir: str,
         # token accuracy over the labelled word pieces, per epoch: what checkpoint-best was chosen by
         "eval_accuracy": final.get("eval_accuracy"),
         "best_eval_accuracy": max((h["eval_accuracy"] for h in history if "eval_accuracy" in h), default=None),
-        "train_time_s": elapsed, "epochs": args.epochs, "seed": args.seed,
+        "train_time_s": elapsed, "epochs": epochs, "lr": lr, "seed": args.seed,
         "data_notes": list(notes),
         "args": {**resolved_args(args), "method": method, "lr": lr, "alpha": method_alpha(method, args.alpha)},
         "multimix_config": head.multimix_config.to_dict(),

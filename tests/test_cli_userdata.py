@@ -76,6 +76,8 @@ def test_text_csv_with_no_options_then_predict_and_evaluate(tmp_path, capsys):
     m = _metrics(out)
     assert m["train_examples"] + m["eval_examples"] == total and m["eval_examples"] == 1 + 1 + 1
     assert m["model"] == "minilm" and m["class_names"] == ["crude", "sport", "tech"]
+    assert (m["epochs"], m["lr"]) == (10, 1e-4)  # one step an epoch: the text budget's most epochs, at 1e-4
+    assert "--epochs 10 (1 optimiser step an epoch" in capsys.readouterr().out
     config = json.loads((out / "checkpoint-best" / "config.json").read_text())
     assert config["id2label"] == {"0": "crude", "1": "sport", "2": "tech"}
     assert config["architectures"] == ["BertForSequenceClassification"]

@@ -207,7 +207,7 @@ def test_recipes_are_library_functions_for_every_integration(caplog):
     pretrained = recipes.noisy_labels("image", from_scratch=False, method="dense-multimix")
     assert (pretrained.multimix.clean_weight, pretrained.multimix.prob, pretrained.multimix.dense) == (0.0, 1.0, True)
     text = recipes.noisy_labels("text", from_scratch=False)
-    assert text.multimix == recipes.default().multimix == MultiMixConfig() and text.lr == 5e-5
+    assert text.multimix == recipes.default().multimix == MultiMixConfig() and text.lr == recipes.default_lr("text")
     assert recipes.noisy_labels("image", True, method="erm").multimix.prob == 0.0  # baselines unchanged
     manifold = recipes.method_config("manifold-mixup")
     assert (manifold.mixing, manifold.alpha, manifold.clean_weight) == ("pairwise", 1.0, 0.0)
@@ -325,3 +325,14 @@ def test_every_process_takes_the_same_mixing_decision(tmp_path):
 def test_describe_names_the_options_that_differ_from_the_defaults():
     assert MultiMixConfig().describe() == "defaults"
     assert MultiMixConfig(n=500, clean_weight=0.0).describe() == "n=500, clean_weight=0.0"
+
+
+def test_default_budget_gives_a_text_fine_tune_enough_steps():
+    # a few hundred documents (19 steps an epoch) train 10 epochs at 1e-4, a large corpus 3 (the study's budgets)
+    assert (recipes.default_lr("text"), recipes.default_lr("image")) == (1e-4, 1e-3)
+    assert [recipes.default_epochs("text", s) for s in (1, 19, 20, 40, 67, 68, 5000)] == [10, 10, 10, 5, 3, 3, 3]
+    assert recipes.default_epochs("image", 3) == recipes.default_epochs("image") == 5
+    assert recipes.default_epochs("text") == 10  # steps unknown: the most
+    for bad in (0, -3, 2.5):
+        with pytest.raises(ValueError, match="steps_per_epoch must be a positive integer"):
+            recipes.default_epochs("text", bad)
