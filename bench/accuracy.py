@@ -243,6 +243,8 @@ ABLATIONS: dict[str, dict[str, tuple[str, list[str]]]] = {
         "multimix clean_weight=1.0": ("multimix", ["--clean-weight", "1.0"]),
         "multimix prob=0.5": ("multimix", ["--clean-weight", "1.0", "--prob", "0.5"]),
         "multimix class-balanced": ("multimix", ["--clean-weight", "1.0", "--class-balanced"]),
+        "multimix class-balanced prob=0.5": ("multimix", ["--clean-weight", "1.0", "--class-balanced", "--prob",
+                                                          "0.5"]),
     },
     # The CLI's image defaults for a folder (the model's input size, its training augmentation) against the old
     # ones (64 px, no augmentation; the evaluation transform is the model's resize and centre crop in both).

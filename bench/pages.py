@@ -324,6 +324,57 @@ def verdict_section(rec: Records, parts: list[Verdict]) -> str:
     return "\n".join(out).rstrip()
 
 
+#: The acceptance rule of the defaults: MultiMix at most this many points behind ERM, on the mean over seeds.
+RULE_POINTS = 1.0
+
+
+@dataclass(frozen=True)
+class RuleRow:
+    """One set trained with the CLI's defaults: `variant` (what the defaults train) against ERM in `record`."""
+
+    record: str
+    setting: str
+    variant: str
+    what: str  # the data and the model, in words
+    metrics: tuple[str, ...] = ("eval_accuracy", "eval_balanced_accuracy")
+
+
+def rule_section(rec: Records, rows: list[RuleRow]) -> str:
+    """A row per set at the CLI's defaults: ERM's and the default's means, the paired difference with its interval,
+    and whether the default is within `RULE_POINTS` of ERM (on the mean over the paired seeds), per metric."""
+    metrics = list(dict.fromkeys(m for r in rows for m in r.metrics))
+    head = ["set", "data and model", "seeds"]
+    for m in metrics:
+        head += [f"{METRIC[m]}: ERM, default (%)", "default - ERM, mean [95% interval]", f"within {RULE_POINTS:g}"]
+    out = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+    failed = []
+    for row in rows:
+        cells, seeds = [], set()
+        for m in metrics:
+            found = [p for p in pairs(rec, Verdict(row.record, row.variant, ("erm",), (row.setting,), metrics=(m,)), m)]
+            if m not in row.metrics or not found:
+                cells += ["-", "-", "-"]
+                continue
+            p = found[0]
+            means = {v: statistics.mean(r[m] for r in rec.rows(row.record) if r["setting"] == row.setting
+                                        and r["variant"] == v and r["seed"] in p.seeds) for v in ("erm", row.variant)}
+            ok = 100 * p.mean >= -RULE_POINTS
+            if not ok:
+                failed.append(f"{row.setting} ({METRIC[m]})")
+            seeds |= set(p.seeds)
+            cells += [f"{100 * means['erm']:.2f}, {100 * means[row.variant]:.2f}", _interval(p), "yes" if ok else "**no**"]
+        out.append(f"| {row.setting} | {row.what} | {len(seeds) or '-'} | " + " | ".join(cells) + " |")
+    out.append("")
+    out.append(("Every set meets the rule." if not failed else "Not met: " + ", ".join(failed) + ".") +
+               f" The rule: the default at most {RULE_POINTS:g} point behind ERM on the mean of the paired seeds; "
+               "\"default\" is what `hf-multimix train` trains when given only the data (the bench variant named in "
+               "each record).")
+    out.append("")
+    for record in dict.fromkeys(r.record for r in rows):
+        out.append(source(rec, record) + "  ")
+    return "\n".join(out).rstrip()
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # the forest plot of every verdict against ERM
 
