@@ -198,14 +198,18 @@ def materialise(argv: list[str], out: str) -> list[str]:
         result.append(arg)
     return result
 
+#: Dir(alpha) weights over the batch, pinned in the variants that were measured before `mixing="auto"` (class-balanced
+#: weights for pooled single-label MultiMix) became the default, so that a re-run keeps the row's meaning.
+PLAIN = ["--mixing", "multimix"]
+
 # name -> (method, extra CLI arguments)
 METHODS: dict[str, tuple[str, list[str]]] = {
     "erm": ("erm", []),
     "mixup": ("mixup", []),
     "cutmix": ("cutmix", []),
     "manifold-mixup": ("manifold-mixup", []),
-    "multimix": ("multimix", []),
-    "multimix+sd": ("multimix", ["--distill-weight", "0.5"]),
+    "multimix": ("multimix", PLAIN),
+    "multimix+sd": ("multimix", [*PLAIN, "--distill-weight", "0.5"]),
     # The grid ran with attention "pooled", the default before the attention ablation chose "uniform".
     "dense-multimix": ("dense-multimix", ["--attention", "pooled"]),
     "dense-multimix+sd": ("dense-multimix", ["--attention", "pooled", "--distill-weight", "0.5"]),
@@ -214,34 +218,36 @@ IMAGE_ONLY = {"mixup", "cutmix"}
 TEXT_DATASETS = {"tweets", "newsgroups", "reuters8"}  # settings on these skip the IMAGE_ONLY methods
 
 ABLATIONS: dict[str, dict[str, tuple[str, list[str]]]] = {
-    "n": {f"multimix n={n}": ("multimix", ["--n", str(n)]) for n in (10, 100, 1000, 10000)},
-    "alpha": {f"multimix alpha={a}": ("multimix", ["--alpha", a]) for a in ("0.1", "0.2", "0.5", "1.0", "0.5,2.0")},
+    "n": {f"multimix n={n}": ("multimix", [*PLAIN, "--n", str(n)]) for n in (10, 100, 1000, 10000)},
+    "alpha": {f"multimix alpha={a}": ("multimix", [*PLAIN, "--alpha", a])
+              for a in ("0.1", "0.2", "0.5", "1.0", "0.5,2.0")},
     "attention": {f"dense attention={a}": ("dense-multimix", ["--attention", a]) for a in ("pooled", "cam", "uniform")},
     # The clean-batch cross-entropy added to the MultiMix loss (METHOD.md choice, default 0).
-    "clean": {f"multimix clean_weight={w}": ("multimix", ["--clean-weight", w]) for w in ("0", "0.5", "1.0")},
+    "clean": {f"multimix clean_weight={w}": ("multimix", [*PLAIN, "--clean-weight", w]) for w in ("0", "0.5", "1.0")},
     # Candidate default recipes, each paired with ERM on the same seeds (issue: a default that never loses to ERM).
     "recipe": {
         "erm": ("erm", []),
-        "multimix clean_weight=1.0": ("multimix", ["--clean-weight", "1.0"]),
-        "multimix clean_weight=0": ("multimix", ["--clean-weight", "0"]),
+        "multimix clean_weight=1.0": ("multimix", [*PLAIN, "--clean-weight", "1.0"]),
+        "multimix clean_weight=0": ("multimix", [*PLAIN, "--clean-weight", "0"]),
         "manifold-mixup": ("manifold-mixup", []),
         "mixup": ("mixup", []),
         "cutmix": ("cutmix", []),
         # The recipe options, each with the default's clean term.
-        "multimix prob=0.5": ("multimix", ["--clean-weight", "1.0", "--prob", "0.5"]),
-        "multimix mix-off-epoch=4": ("multimix", ["--clean-weight", "1.0", "--mix-off-epoch", "4"]),
+        "multimix prob=0.5": ("multimix", [*PLAIN, "--clean-weight", "1.0", "--prob", "0.5"]),
+        "multimix mix-off-epoch=4": ("multimix", [*PLAIN, "--clean-weight", "1.0", "--mix-off-epoch", "4"]),
         "dense-multimix clean_weight=1.0": ("dense-multimix", ["--clean-weight", "1.0"]),
-        "multimix+sd clean_weight=1.0": ("multimix", ["--clean-weight", "1.0", "--distill-weight", "0.5"]),
+        "multimix+sd clean_weight=1.0": ("multimix", [*PLAIN, "--clean-weight", "1.0", "--distill-weight", "0.5"]),
         # Each step mixes at one of two layers: MultiMix at the last one, or CutMix of the images.
-        "multimix+cutmix prob=0.5": ("multimix", ["--clean-weight", "1.0", "--prob", "0.5", "--other-steps", "cutmix"]),
-        "multimix+cutmix prob=0.5 clean_weight=0": ("multimix", ["--clean-weight", "0", "--prob", "0.5",
+        "multimix+cutmix prob=0.5": ("multimix", [*PLAIN, "--clean-weight", "1.0", "--prob", "0.5", "--other-steps",
+                                                  "cutmix"]),
+        "multimix+cutmix prob=0.5 clean_weight=0": ("multimix", [*PLAIN, "--clean-weight", "0", "--prob", "0.5",
                                                                  "--other-steps", "cutmix"]),
     },
     # Long-tailed data (issue 23): ERM, the default, and the candidate remedies, paired on seeds.
     "imbalance": {
         "erm": ("erm", []),
-        "multimix clean_weight=1.0": ("multimix", ["--clean-weight", "1.0"]),
-        "multimix prob=0.5": ("multimix", ["--clean-weight", "1.0", "--prob", "0.5"]),
+        "multimix clean_weight=1.0": ("multimix", [*PLAIN, "--clean-weight", "1.0"]),
+        "multimix prob=0.5": ("multimix", [*PLAIN, "--clean-weight", "1.0", "--prob", "0.5"]),
         "multimix class-balanced": ("multimix", ["--clean-weight", "1.0", "--class-balanced"]),
         "multimix class-balanced prob=0.5": ("multimix", ["--clean-weight", "1.0", "--class-balanced", "--prob",
                                                           "0.5"]),
@@ -251,8 +257,8 @@ ABLATIONS: dict[str, dict[str, tuple[str, list[str]]]] = {
     "defaults": {
         "erm": ("erm", []),
         "erm old defaults": ("erm", ["--image-size", "64", "--no-augment"]),
-        "multimix": ("multimix", []),
-        "multimix old defaults": ("multimix", ["--image-size", "64", "--no-augment"]),
+        "multimix": ("multimix", PLAIN),
+        "multimix old defaults": ("multimix", [*PLAIN, "--image-size", "64", "--no-augment"]),
     },
     "lambda": {
         "dense per-position lambda": ("dense-multimix", ["--attention", "pooled"]),
@@ -281,10 +287,16 @@ def run_config(metrics: dict[str, Any]) -> dict[str, Any]:
     if "config" in metrics:
         # Options added to the CLI after the run was recorded take their defaults (what the run used).
         defaults = resolved_config(["train", "--output-dir", "unused"])
-        return {**{k: v for k, v in defaults.items() if k not in metrics["config"]}, **metrics["config"]}
-    config = resolved_config(metrics["argv"])
-    if metrics.get("attention") is not None:
-        config["attention"] = metrics["attention"]
+        config = {**{k: v for k, v in defaults.items() if k not in metrics["config"]}, **metrics["config"]}
+        recorded = metrics["config"]
+    else:
+        config = resolved_config(metrics["argv"])
+        if metrics.get("attention") is not None:
+            config["attention"] = metrics["attention"]
+        recorded = {}
+    if "mixing" not in recorded and "--mixing" not in metrics.get("argv", []):
+        # recorded before --mixing existed: the weights were Dir(alpha) unless --class-balanced
+        config["mixing"] = "class-balanced" if config.get("class_balanced") else "multimix"
     return config
 
 

@@ -155,9 +155,12 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weight-decay", type=_non_negative_float, default=0.01)
     p.add_argument("--grad-accum", type=_positive_int, default=1, help="gradient accumulation steps")
     p.add_argument("--label-smoothing", type=_unit_float, default=_DEFAULTS.label_smoothing)
-    p.add_argument("--class-balanced", action="store_true",
-                   help="MultiMix: draw the mixing weights so that every class of a batch gets the same expected "
-                        "share of the mixes (for long-tailed data; docs/results.md, Imbalanced data)")
+    p.add_argument("--mixing", default=_DEFAULTS.mixing, choices=["auto", "multimix", "class-balanced"],
+                   help="MultiMix weights: 'class-balanced' gives every class of a batch the same expected share of "
+                        "the mixes, 'multimix' draws Dir(alpha) over the batch; 'auto' (default): class-balanced for "
+                        "pooled MultiMix with one label per example, multimix for dense, multi-label and token runs "
+                        "(docs/results.md, The CLI's defaults against ERM)")
+    p.add_argument("--class-balanced", action="store_true", help="the same as --mixing class-balanced")
     p.add_argument("--shared-lambda", action="store_true",
                    help="Dense MultiMix: one interpolation vector for all positions (default: one per position)")
     p.add_argument("--clean-weight", type=_non_negative_float, default=_DEFAULTS.clean_weight,
@@ -426,7 +429,7 @@ def check_multi_label_options(args: argparse.Namespace, method: str) -> None:
     """Refuses the options that count one class per example, on multi-label data."""
     given = [flag for flag, on in (("--class-counts", getattr(args, "class_counts", None)),
                                    ("--label-noise", getattr(args, "label_noise", 0.0)),
-                                   ("--class-balanced", getattr(args, "class_balanced", False))) if on]
+                                   ("--class-balanced", mixing_of(args) == "class-balanced")) if on]
     if given:
         raise ValueError(f"{', '.join(given)} assume one class per example; the data is multi-label (several labels "
                          "per example): drop them")
@@ -493,13 +496,23 @@ def run_epochs(args: argparse.Namespace, modality: str, train_loader: Any) -> in
     return epochs
 
 
+def mixing_of(args: argparse.Namespace) -> str:
+    """`--mixing`, with `--class-balanced` its shorthand."""
+    mixing = getattr(args, "mixing", _DEFAULTS.mixing)
+    if getattr(args, "class_balanced", False):
+        if mixing not in (_DEFAULTS.mixing, "class-balanced"):
+            raise ValueError(f"--class-balanced and --mixing {mixing} contradict each other: give one of them")
+        return "class-balanced"
+    return mixing
+
+
 def multimix_config(method: str, args: argparse.Namespace, task: str | None = None):
     """The `MultiMixConfig` of `method` from the command line's options (`recipes.method_config`);
     `task="multi_label"` for multi-label data (every method, the baselines included)."""
     options = dict(n=args.n, alpha=method_alpha(method, args.alpha), attention=args.attention,
                    distill_weight=args.distill_weight, label_smoothing=args.label_smoothing,
                    clean_weight=args.clean_weight, per_position=not args.shared_lambda, prob=args.prob,
-                   mixing="class-balanced" if getattr(args, "class_balanced", False) else "multimix")
+                   mixing=mixing_of(args))
     config = recipes.method_config(method, **options)
     return config if task is None else config.replace(task=task)
 
@@ -573,6 +586,7 @@ def run_method(method: str, args: argparse.Namespace, output_dir: str, resume: s
         "label_noise": args.label_noise,
         "class_counts": args.class_counts,
         "class_balanced": getattr(args, "class_balanced", False),
+        "mixing": head.multimix_config.mixing,
         "attention": args.attention if method == "dense-multimix" else None,
         "shared_lambda": args.shared_lambda if method == "dense-multimix" else None,
         "class_names": list(prepared.class_names),

@@ -28,7 +28,7 @@ CONFIG_NAME = "multimix_config.json"
 
 ATTENTIONS = ("uniform", "pooled", "cam", "cls")
 TEACHERS = ("self", "ema")
-MIXINGS = ("multimix", "pairwise", "class-balanced")
+MIXINGS = ("auto", "multimix", "pairwise", "class-balanced")
 #: What the classifier predicts: one class per example (softmax cross-entropy), several
 #: (multi-hot targets, per-class binary cross-entropy with logits), or one class per token
 #: (token classification: per-position labels, -100 ignored; docs/token_classification.md).
@@ -64,13 +64,17 @@ class MultiMixConfig:
             shares one. True was ahead on average and steadier across seeds (docs/results.md,
             "One interpolation vector per position").
         detach_attention: stop gradients through the dense-mode attention (the method's choice).
-        mixing: `"multimix"` (Dirichlet weights over the whole batch), `"pairwise"`
-            (manifold mixup at the same layer; a baseline), or `"class-balanced"` (Dirichlet
+        mixing: `"multimix"` (Dir(alpha) weights over the whole batch), `"pairwise"`
+            (manifold mixup at the same layer; a baseline), `"class-balanced"` (Dirichlet
             weights whose concentration gives every class of the batch the same expected share
             of the mixes, `functional.sample_class_balanced_lambda`; in dense mode one weight per
-            example, shared by its positions). `"multimix"` stays the default: class-balanced
-            weights beat it on long-tailed tweets and tied it on balanced digits (3 seeds,
-            docs/results.md, "Imbalanced data"), not yet enough to change it.
+            example, shared by its positions), or `"auto"` (the default): `"class-balanced"` for
+            pooled MultiMix with one label per example, `"multimix"` for dense, multi-label and
+            token classification (`resolve_mixing`; `MultiMixHead` resolves it once it knows the
+            task and logs it). Class-balanced weights keep the small classes of long-tailed data
+            that Dir(alpha) weights wipe out, and tie them on balanced data (docs/results.md,
+            "The CLI's defaults against ERM" and "Imbalanced data"); the other tasks were measured
+            with `"multimix"` only.
         prob: probability to mix at a training step; other steps train with plain
             cross-entropy. 1.0: mixing on half the steps was 0.62 points behind it
             (docs/results.md, "What the study says").
@@ -102,7 +106,8 @@ class MultiMixConfig:
             token (`*ForTokenClassification` models select it): every position is mixed with
             its own weights over the examples labelled there (Dense MultiMix with per-token
             targets), so `dense` is implied; it takes `attention="uniform"`, `mixing="multimix"`
-            or `"pairwise"`, and no `mix_across_processes` (docs/token_classification.md).
+            (what `"auto"` resolves to) or `"pairwise"`, and no `mix_across_processes`
+            (docs/token_classification.md).
 
     Example:
         >>> config = MultiMixConfig(n=500, clean_weight=0.0)
@@ -116,7 +121,7 @@ class MultiMixConfig:
     attention: str = "uniform"
     per_position: bool = True
     detach_attention: bool = True
-    mixing: str = "multimix"
+    mixing: str = "auto"
     prob: float = 1.0
     clean_weight: float = 1.0
     label_smoothing: float = 0.0
@@ -162,7 +167,9 @@ class MultiMixConfig:
     def describe(self) -> str:
         """The options that differ from the defaults, e.g. `"n=500, clean_weight=0.0"` (`"defaults"` if none)."""
         base = MultiMixConfig()
-        changed = [f"{f}={getattr(self, f)!r}" for f in CONFIG_FIELDS if getattr(self, f) != getattr(base, f)]
+        auto = resolve_mixing(base.replace(dense=self.dense, task=self.task)).mixing  # what "auto" resolves to here
+        changed = [f"{f}={getattr(self, f)!r}" for f in CONFIG_FIELDS if getattr(self, f) != getattr(base, f)
+                   and not (f == "mixing" and self.mixing == auto)]
         return ", ".join(changed) or "defaults"
 
     def to_dict(self) -> dict[str, Any]:
@@ -240,6 +247,20 @@ def resolve_config(config: MultiMixConfig | Mapping[str, Any] | None, overrides:
             "e.g. MultiMixConfig(n=500)."
         )
     return dataclasses.replace(config, **overrides) if overrides else config
+
+
+def resolve_mixing(config: MultiMixConfig) -> MultiMixConfig:
+    """`config` with `mixing="auto"` resolved: `"class-balanced"` for pooled MultiMix with one label per
+    example (`task` None or `"single_label"`, `dense=False`), else `"multimix"`; other values unchanged.
+
+    Example:
+        >>> resolve_mixing(MultiMixConfig()).mixing, resolve_mixing(MultiMixConfig(dense=True)).mixing
+        ('class-balanced', 'multimix')
+    """
+    if config.mixing != "auto":
+        return config
+    balanced = not config.dense and config.task in (None, "single_label")
+    return config.replace(mixing="class-balanced" if balanced else "multimix")
 
 
 def _check_token_options(config: MultiMixConfig) -> None:

@@ -183,8 +183,9 @@ def sample_class_balanced_lambda(
         return torch.ones(m, n, device=targets.device)
     counts = y.sum(0)  # [c]
     present = (counts > 0).sum().clamp_min(1)
-    own = (y @ counts).clamp_min(torch.finfo(torch.float32).tiny)  # [m]: the size of each example's class
-    per_example = a * m / (present * own)  # [m]
+    # [m]: the size of each example's class; an elementwise sum, not a matmul, so autocast keeps it float32
+    own = (y * counts).sum(1).clamp_min(torch.finfo(torch.float32).tiny)
+    per_example = (a * m / (present * own)).float()  # [m]
     if torch.allclose(per_example, torch.full_like(per_example, a)):
         return sample_lambda(m, n, a, device=targets.device)  # a balanced batch: exactly Dir(alpha * 1_m)
     conc = per_example.unsqueeze(1).expand(m, n).contiguous()

@@ -24,7 +24,7 @@ from ._trainer_model import TrainerModelMixin
 from .adapters import BackboneAdapter, find_adapter, fsdp1_root, unwrap_model
 from .adapters.base import Features, head_dtype, logits_of
 from .distributed import gather_batch, is_distributed
-from .config import CONFIG_FIELDS, MIXINGS, TEACHERS, MultiMixConfig, resolve_config
+from .config import CONFIG_FIELDS, MIXINGS, TEACHERS, MultiMixConfig, resolve_config, resolve_mixing
 from .functional import build_attention, sample_class_balanced_lambda, sample_pair_lambda
 from .losses import (
     check_token_labels,
@@ -114,7 +114,7 @@ class MultiMixHead(TrainerModelMixin, nn.Module):
                 "MultiMixHead(MultiMixHead(model)): the model is wrapped already; use the head you have, or wrap "
                 "the plain model (head.model)."
             )
-        cfg = _resolve_task(resolve_config(config, overrides, "MultiMixHead"), model)
+        cfg = _resolve_mixing(_resolve_task(resolve_config(config, overrides, "MultiMixHead"), model))
         self.adapter = adapter if adapter is not None else find_adapter(model)
         if unwrap_model(self.adapter.model) is not unwrap_model(model):
             raise ValueError("adapter was built for another model: pass adapter=MyAdapter(model) with this model.")
@@ -185,7 +185,7 @@ class MultiMixHead(TrainerModelMixin, nn.Module):
                 f"{changed} decide what MultiMixHead builds and cannot change after construction; build a new "
                 f"head: MultiMixHead(head.model, head.multimix_config.replace(...))."
             )
-        self._config = config
+        self._config = _resolve_mixing(config)
 
     def save_pretrained(self, path: str, **kwargs: Any) -> None:
         """Saves the wrapped model, plain (Hugging Face models with their own `save_pretrained`,
@@ -444,6 +444,16 @@ _PROBLEM_TASKS = {"single_label_classification": "single_label", "multi_label_cl
 def _same_task(a: str | None, b: str | None) -> bool:
     """Whether two `MultiMixConfig.task` values train the same way (None is single-label)."""
     return (a or "single_label") == (b or "single_label")
+
+
+def _resolve_mixing(cfg: MultiMixConfig) -> MultiMixConfig:
+    """`mixing="auto"` resolved for the head's task (`config.resolve_mixing`), and logged."""
+    resolved = resolve_mixing(cfg)
+    if resolved.mixing != cfg.mixing:
+        logger.info("MultiMixHead: mixing='auto' -> %r (%s)", resolved.mixing,
+                    "pooled, one label per example" if resolved.mixing == "class-balanced" else
+                    "dense, multi-label or token classification")
+    return resolved
 
 
 def _resolve_task(cfg: MultiMixConfig, model: nn.Module) -> MultiMixConfig:

@@ -69,8 +69,9 @@ IMAGE_EPOCHS = 5
 #: A text fine-tune trains for at least this many optimiser steps, in `TEXT_EPOCHS` (fewest, most) epochs.
 #: On a few hundred documents 5 epochs at lr 5e-5 (the defaults until 2026-12) is about 70 steps and left
 #: ERM underfit: on 20 Newsgroups (600 posts) 49.9% against 67.1% at 10 epochs and lr 1e-4, every seed
-#: (docs/results.md, "Text budget"; record text_budget_news.json). 200 steps is what 10 epochs give on
-#: those 600 posts; large corpora reach it in 3 epochs, the budget of the study's 3,000-tweet setting.
+#: (docs/results.md, "Text fine-tunes: the budget of the defaults"; record text_budget_news.json). 200 steps
+#: is what 10 epochs give on those 600 posts; at least 3 epochs is the transformers example scripts' default
+#: (a large corpus was not measured here).
 TEXT_MIN_STEPS = 200
 TEXT_EPOCHS = (3, 10)
 
@@ -138,7 +139,9 @@ def default(modality: str | None = None, method: str = "multimix", **options: An
     """The default recipe: Dir(0.2) weights plus the clean batch's cross-entropy
     (`clean_weight=1.0`), mixing every step. It won or tied ERM on every clean-label setting of
     the recipe study and beat the mixing baselines when fine-tuning (docs/results.md, "The
-    default recipe against the baselines").
+    default recipe against the baselines"). The weights are class-balanced for pooled MultiMix
+    with one label per example (`mixing="auto"`): Dir(0.2) over a long-tailed batch wiped out
+    the small classes (docs/results.md, "The CLI's defaults against ERM").
 
     Args:
         modality: `"image"` or `"text"` (sets the learning rate), or None.

@@ -49,8 +49,9 @@ def test_variant_with_the_same_configuration_reuses_the_finished_run(tmp_path):
         json.dump({"variant": "multimix", "setting": setting, "argv": argv, "eval_accuracy": 0.9,
                    "best_eval_accuracy": 0.91, "train_time_s": 1.0}, f)
 
-    # `multimix n=1000` is the default n: no training, the finished run's figures under the new name
-    row = acc.run_one(setting, "multimix n=1000", "multimix", ["--n", "1000"], 0, str(tmp_path), [])
+    # `multimix n=1000` is the default n: no training, the finished run's figures under the new name (the run was
+    # recorded before --mixing existed, so with Dir(alpha) weights: the variant pins them)
+    row = acc.run_one(setting, "multimix n=1000", "multimix", [*acc.PLAIN, "--n", "1000"], 0, str(tmp_path), [])
     assert row["variant"] == "multimix n=1000" and row["eval_accuracy"] == 0.9
     assert row["reused_from"] == os.path.relpath(os.path.join(first, "metrics.json"), tmp_path)
     with open(os.path.join(acc.run_dir(str(tmp_path), setting, "multimix n=1000", 0), "metrics.json")) as f:
@@ -100,7 +101,11 @@ def test_a_finished_run_keeps_the_attention_it_recorded():
     assert acc.run_config(old_run)["attention"] == "pooled"
     assert acc.run_config(old_run) != acc.resolved_config(argv)  # today's default is uniform
     recorded = acc.run_config({"argv": argv, "config": {"attention": "cam"}})
-    assert recorded == {**acc.resolved_config(["train", "--output-dir", "a"]), "attention": "cam"}
+    # recorded before --mixing: the weights were Dir(alpha) (or class-balanced with --class-balanced), not "auto"
+    assert recorded == {**acc.resolved_config(["train", "--output-dir", "a"]), "attention": "cam", "mixing": "multimix"}
+    balanced = acc.run_config({"argv": argv, "config": {"class_balanced": True}})
+    assert balanced["mixing"] == "class-balanced"
+    assert acc.run_config({"argv": argv, "config": {"mixing": "auto"}})["mixing"] == "auto"  # recorded: kept
     # options the CLI gained after a run was recorded count with their defaults, so old runs still match
     today = acc.resolved_config(["train", "--method", "dense-multimix", "--attention", "cam", "--output-dir", "a"])
     older = {k: v for k, v in today.items() if k not in ("val_split", "val_dataset", "pretrained_file")}

@@ -132,3 +132,8 @@ def test_an_interrupted_and_resumed_train_equals_an_uninterrupted_one(tmp_path, 
     assert sorted(a) == sorted(b) and all(torch.equal(a[k], b[k]) for k in a)  # bit for bit
     straight, resumed = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("straight", "cut"))
     assert [h["train_loss"] for h in straight["history"]] == [h["train_loss"] for h in resumed["history"]]
+
+
+def test_class_balanced_and_another_mixing_are_refused(tmp_path, capsys):
+    err = _one_line_error(capsys, ["train", "--class-balanced", "--mixing", "multimix", "--output-dir", str(tmp_path)])
+    assert "--class-balanced and --mixing multimix contradict each other" in err

@@ -97,7 +97,7 @@ def test_unknown_options_are_refused_everywhere():
 def test_the_head_the_losses_and_the_sampler_share_one_set_of_defaults():
     defaults = MultiMixConfig()
     assert (defaults.alpha, defaults.clean_weight, defaults.attention) == (0.2, 1.0, "uniform")
-    assert MultiMixHead(tiny_timm()).multimix_config == defaults
+    assert MultiMixHead(tiny_timm()).multimix_config == defaults.replace(mixing="class-balanced")  # "auto", resolved
     head = nn.Linear(5, 3)
     z, y = torch.randn(6, 5), torch.tensor([0, 1, 2, 0, 1, 2])
     torch.manual_seed(3)
@@ -217,7 +217,7 @@ def test_recipes_are_library_functions_for_every_integration(caplog):
         recipes.default("audio")
     # the same config drives the head, the Trainer and the timm task
     head = MultiMixHead(tiny_timm(), scratch.multimix)
-    assert head.multimix_config == scratch.multimix
+    assert head.multimix_config == scratch.multimix.replace(mixing="class-balanced")
 
 
 # ----------------------------------------------------------------------------- switches and teachers
@@ -336,3 +336,26 @@ def test_default_budget_gives_a_text_fine_tune_enough_steps():
     for bad in (0, -3, 2.5):
         with pytest.raises(ValueError, match="steps_per_epoch must be a positive integer"):
             recipes.default_epochs("text", bad)
+
+
+def test_auto_mixing_balances_classes_where_there_is_one_label_per_example(caplog):
+    import logging
+
+    from hf_multimix.config import resolve_mixing
+
+    assert MultiMixConfig().mixing == "auto"
+    assert resolve_mixing(MultiMixConfig()).mixing == "class-balanced"
+    assert resolve_mixing(MultiMixConfig(task="single_label")).mixing == "class-balanced"
+    for other in (MultiMixConfig(dense=True), MultiMixConfig(task="multi_label"), MultiMixConfig(task="token")):
+        assert resolve_mixing(other).mixing == "multimix"  # measured with Dir(alpha) weights only
+    for given in ("multimix", "pairwise", "class-balanced"):
+        assert resolve_mixing(MultiMixConfig(mixing=given)).mixing == given  # an explicit choice stands
+    with caplog.at_level(logging.INFO, logger="hf_multimix.head"):
+        head = MultiMixHead(tiny_timm())
+    assert head.mixing == "class-balanced" and "mixing='auto' -> 'class-balanced'" in caplog.text
+    assert MultiMixHead(tiny_timm(), dense=True).mixing == "multimix"
+    head.multimix_config = MultiMixConfig(prob=0.5)  # a new config is resolved too
+    assert (head.mixing, head.prob) == ("class-balanced", 0.5)
+    # the resolved value is what "auto" gives: not an option the user changed
+    assert head.multimix_config.describe() == "prob=0.5"
+    assert MultiMixConfig(mixing="multimix").describe() == "mixing='multimix'"

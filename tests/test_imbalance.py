@@ -43,6 +43,17 @@ def test_balanced_weights_on_a_balanced_batch_are_the_plain_dirichlet():
     assert torch.allclose(a, b, atol=1e-6)
 
 
+def test_balanced_weights_draw_under_bf16_autocast():
+    # timm's train.py --amp on a CPU: a matmul there would come out bf16, which the gamma sampler refuses
+    y = torch.tensor([0] * 6 + [1, 2])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        torch.manual_seed(4)
+        a = sample_class_balanced_lambda(y, 64, 0.2)
+        soft = sample_class_balanced_lambda(torch.nn.functional.one_hot(y, 3).to(torch.bfloat16), 64, 0.2)
+    torch.manual_seed(4)
+    assert a.dtype == soft.dtype == torch.float32 and torch.equal(a, sample_class_balanced_lambda(y, 64, 0.2))
+
+
 def test_balanced_weights_refuse_bad_targets():
     with pytest.raises(ValueError, match="class ids"):
         sample_class_balanced_lambda(torch.zeros(2, 2, 2), 10)

@@ -112,7 +112,10 @@ def test_cli_and_head_share_the_default_recipe():
     assert args.prob == defaults.prob == 1.0
     assert (args.n, args.attention, args.label_smoothing) == (defaults.n, defaults.attention, defaults.label_smoothing)
     assert head_for("multimix", timm.create_model("resnet10t", pretrained=False, num_classes=3),
-                    args).multimix_config == defaults.replace(alpha=0.2)
+                    args).multimix_config == defaults.replace(alpha=0.2, mixing="class-balanced")  # "auto", resolved
+    assert args.mixing == defaults.mixing == "auto"
+    assert head_for("multimix", timm.create_model("resnet10t", pretrained=False, num_classes=3), build_parser(
+        ).parse_args(["train", "--mixing", "multimix", "--output-dir", "unused"])).mixing == "multimix"
     head = head_for("multimix", timm.create_model("resnet10t", pretrained=False, num_classes=3), args)
     assert head.clean_weight == 1.0
     # manifold mixup stays the standard baseline (mixed pairs only) whatever MultiMix's default

@@ -58,7 +58,7 @@ def test_options_as_a_config():
 
     recipe = recipes.noisy_labels("image", from_scratch=True)
     task = MultiMixTask(tiny(), torch.nn.CrossEntropyLoss(), multimix_args=recipe.multimix, n=9, verbose=False)
-    assert task.head.multimix_config == recipe.multimix.replace(n=9)
+    assert task.head.multimix_config == recipe.multimix.replace(n=9, mixing="class-balanced")  # "auto", resolved
     assert isinstance(task.head.multimix_config, MultiMixConfig)
 
 

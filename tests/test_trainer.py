@@ -139,11 +139,12 @@ def test_trainer_takes_a_multimix_config_saves_it_and_steps_the_teacher(tmp_path
     trainer = MultiMixTrainer(model=tiny_bert(), args=args(tmp_path, per_device_train_batch_size=4, max_steps=2,
                                                            gradient_accumulation_steps=2),
                               train_dataset=dataset(16), multimix_args=config, alpha=0.5)
-    assert trainer.model.multimix_config == config.replace(alpha=0.5)  # keywords override the config
+    # keywords override the config; mixing="auto" is resolved for the model (one label per example)
+    assert trainer.model.multimix_config == config.replace(alpha=0.5, mixing="class-balanced")
     calls = []
     update = trainer.model.update_teacher
     trainer.model.update_teacher = lambda: (calls.append(1), update())[1]
     trainer.train()
     assert len(calls) == 2  # once per optimizer step (4 forwards: 2 steps of 2 accumulated batches)
     trainer.save_model(str(tmp_path / "final"))
-    assert MultiMixConfig.from_pretrained(tmp_path / "final") == config.replace(alpha=0.5)
+    assert MultiMixConfig.from_pretrained(tmp_path / "final") == config.replace(alpha=0.5, mixing="class-balanced")
