@@ -429,7 +429,8 @@ def check_multi_label_options(args: argparse.Namespace, method: str) -> None:
     """Refuses the options that count one class per example, on multi-label data."""
     given = [flag for flag, on in (("--class-counts", getattr(args, "class_counts", None)),
                                    ("--label-noise", getattr(args, "label_noise", 0.0)),
-                                   ("--class-balanced", mixing_of(args) == "class-balanced")) if on]
+                                   ("--class-balanced" if getattr(args, "class_balanced", False) else
+                                    "--mixing class-balanced", mixing_of(args) == "class-balanced")) if on]
     if given:
         raise ValueError(f"{', '.join(given)} assume one class per example; the data is multi-label (several labels "
                          "per example): drop them")
@@ -490,9 +491,10 @@ def run_epochs(args: argparse.Namespace, modality: str, train_loader: Any) -> in
         steps = min(steps, args.max_steps_per_epoch)
     epochs = recipes.default_epochs(modality, max(1, steps))
     if modality == "text":
-        print(f"hf-multimix: --epochs {epochs} ({steps} optimiser step{'s' if steps != 1 else ''} an epoch; a text fine-tune trains for at "
-              f"least {recipes.TEXT_MIN_STEPS} steps in {recipes.TEXT_EPOCHS[0]} to {recipes.TEXT_EPOCHS[1]} "
-              "epochs; set --epochs to choose)", flush=True)
+        fewest, most = recipes.TEXT_EPOCHS
+        print(f"hf-multimix: --epochs {epochs} ({steps} optimiser step{'s' if steps != 1 else ''} an epoch; a text "
+              f"fine-tune trains for at least {recipes.TEXT_MIN_STEPS} steps in {fewest} to {most} epochs; set "
+              "--epochs to choose)", flush=True)
     return epochs
 
 

@@ -136,6 +136,9 @@ def test_clear_errors_for_bad_multi_label_data(tmp_path, capsys):
     assert "--train-per-class" in err and "multi-label" in err
     err = _error(capsys, ["train", "--dataset", str(good), "--label-noise", "0.2", *out])
     assert "--label-noise" in err and "multi-label" in err
+    for flag in (["--class-balanced"], ["--mixing", "class-balanced"]):  # the default "auto" is Dir(alpha) here
+        err = _error(capsys, ["train", "--dataset", str(good), *flag, *out])
+        assert " ".join(flag) + " assume one class per example" in err
 
 
 def test_a_validation_set_is_read_as_label_sets_and_may_not_add_classes(tmp_path):
