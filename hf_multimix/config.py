@@ -72,9 +72,9 @@ class MultiMixConfig:
             pooled MultiMix with one label per example, `"multimix"` for dense, multi-label and
             token classification (`resolve_mixing`; `MultiMixHead` resolves it once it knows the
             task and logs it). Class-balanced weights keep the small classes of long-tailed data
-            that Dir(alpha) weights wipe out, and tie them on balanced data (docs/results.md,
-            "The CLI's defaults against ERM" and "Imbalanced data"); the other tasks were measured
-            with `"multimix"` only.
+            that Dir(alpha) weights wipe out (a news CSV of 8 long-tailed topics), and tie them on
+            the balanced digits (docs/results.md, "The CLI's defaults against ERM" and "Imbalanced
+            data"); the other tasks were measured with `"multimix"` only.
         prob: probability to mix at a training step; other steps train with plain
             cross-entropy. 1.0: mixing on half the steps was 0.62 points behind it
             (docs/results.md, "What the study says").
