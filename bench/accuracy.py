@@ -251,6 +251,10 @@ ABLATIONS: dict[str, dict[str, tuple[str, list[str]]]] = {
         "multimix class-balanced": ("multimix", ["--clean-weight", "1.0", "--class-balanced"]),
         "multimix class-balanced prob=0.5": ("multimix", ["--clean-weight", "1.0", "--class-balanced", "--prob",
                                                           "0.5"]),
+        # Dense MultiMix and self-distillation at the CLI's defaults (issue 23: where the paper says they help).
+        "dense-multimix": ("dense-multimix", ["--clean-weight", "1.0"]),
+        "multimix class-balanced sd": ("multimix", ["--clean-weight", "1.0", "--class-balanced", "--distill-weight",
+                                                    "0.5"]),
     },
     # The CLI's image defaults for a folder (the model's input size, its training augmentation) against the old
     # ones (64 px, no augmentation; the evaluation transform is the model's resize and centre crop in both).

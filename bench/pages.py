@@ -745,7 +745,9 @@ VERDICTS: dict[str, list[Verdict]] = {
                 label="the default"),
     ],
     "imbalance-verdict": [Verdict("imbalance.json", "multimix class-balanced",
-                                  ("erm", "multimix clean_weight=1.0", "multimix prob=0.5"))],
+                                  ("erm", "multimix clean_weight=1.0", "multimix prob=0.5")),
+                          Verdict("imbalance.json", "multimix class-balanced prob=0.5", ("erm", "multimix class-balanced"),
+                                  ("digits-lite0-lt",), label="class-balanced, half the steps")],
     "imbalance-default-verdict": [Verdict("imbalance_default.json", "multimix clean_weight=1.0",
                                           ("erm", "multimix prob=0.5"))],
     # issue 20: a user's image folder with the CLI's defaults for it, against the old ones (64 px, no augmentation)
@@ -762,7 +764,16 @@ VERDICTS["text-defaults-verdict"] = [Verdict("text_defaults.json", "multimix cla
                                              ("erm", "multimix clean_weight=1.0"),
                                              label="MultiMix, class-balanced weights (the default)"),
                                      Verdict("text_defaults.json", "multimix clean_weight=1.0", ("erm",),
-                                             label="MultiMix, Dir(alpha) weights (the default until 2026-12)")]
+                                             label="MultiMix, Dir(alpha) weights (the default until 2026-12)"),
+                                     Verdict("text_defaults.json", "multimix class-balanced prob=0.5",
+                                             ("erm", "multimix class-balanced"), label="class-balanced, half the steps"),
+                                     Verdict("text_defaults.json", "dense-multimix",
+                                             ("erm", "multimix class-balanced"), label="Dense MultiMix"),
+                                     Verdict("text_defaults.json", "multimix class-balanced sd",
+                                             ("erm", "multimix class-balanced"),
+                                             label="class-balanced with self-distillation (distill_weight 0.5)")]
+VERDICTS["image-defaults-verdict"] = [Verdict("image_defaults.json", "multimix class-balanced", ("erm",),
+                                              label="MultiMix, class-balanced weights (the default)")]
 VERDICT_PAGES: dict[str, str] = {}
 
 #: The sets trained with the CLI's defaults (what `hf-multimix train --dataset D` resolves to), for the rule table.
@@ -777,6 +788,12 @@ RULE_ROWS = [
             "8x8 digits: 50 a class (500), 1,297 held out; EfficientNet-Lite0, pretrained, 64 px"),
     RuleRow("imbalance.json", "digits-lite0-lt", "multimix class-balanced",
             "the same, digits 5-9 cut to 3 examples (6%)"),
+    RuleRow("image_defaults.json", "mnist-lite0-50", "multimix class-balanced",
+            "MNIST digits: 50 a class (500), 2,000 held out; EfficientNet-Lite0, pretrained, 64 px"),
+    RuleRow("image_defaults.json", "mnist-lite0-100", "multimix class-balanced",
+            "the same, 100 a class (1,000)"),
+    RuleRow("image_defaults.json", "mnist-resnet10t-100", "multimix class-balanced",
+            "MNIST digits: 100 a class (1,000), 2,000 held out; ResNet-10t from scratch, 32 px, 10 epochs"),
 ]
 
 def _speed(page: str, record: str, command: str) -> Section:
@@ -810,6 +827,8 @@ SECTIONS: dict[str, Section] = {
     "rule": Section("docs/results.md", lambda rec: rule_section(rec, RULE_ROWS)),
     "text-defaults-settings": Section("docs/results.md", lambda rec: setting_tables(rec, "text_defaults.json",
                                                                                    level=4)),
+    "image-defaults-settings": Section("docs/results.md", lambda rec: setting_tables(rec, "image_defaults.json",
+                                                                                    level=4)),
     "main-job": Section("README.md", main_job),
     "noisy-labels": Section("README.md", readme_noisy),
     "class-balanced": Section("README.md", readme_imbalance),
