@@ -602,9 +602,10 @@ def readme_imbalance(rec: Records) -> str:
     cb = _pair(rec, name, s, "multimix class-balanced", "erm", bal)
     cb_acc = _pair(rec, name, s, "multimix class-balanced", "erm")
     return (f"On a news CSV of 600 stories in 8 topics (321 down to 4 stories; the CLI's text defaults, 30% held "
-            f"out), Dir(alpha) weights {_verb(plain)} ERM in balanced accuracy ({_interval(plain)} points); the "
-            f"class-balanced weights {_verb(cb)} it ({_interval(cb)}; accuracy {_interval(cb_acc)}; "
-            f"{len(cb.seeds)} paired seeds, [results](docs/results.md#the-clis-defaults-against-erm)).\n\n" +
+            f"out), Dir(alpha) weights {_verb(plain)} ERM in balanced accuracy ({_interval(plain)} points, "
+            f"{len(plain.seeds)} paired seeds); the class-balanced weights {_verb(cb)} it ({_interval(cb)}; accuracy "
+            f"{_interval(cb_acc)}; {len(cb.seeds)} paired seeds, "
+            f"[results](docs/results.md#the-clis-defaults-against-erm)).\n\n" +
             source(rec, name, rows=_of(rec, name, s)))
 
 
