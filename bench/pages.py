@@ -362,7 +362,8 @@ def rule_section(rec: Records, rows: list[RuleRow]) -> str:
             if not ok:
                 failed.append(f"{row.setting} ({METRIC[m]})")
             seeds |= set(p.seeds)
-            cells += [f"{100 * means['erm']:.2f}, {100 * means[row.variant]:.2f}", _interval(p), "yes" if ok else "**no**"]
+            cells += [f"{100 * means['erm']:.2f}, {100 * means[row.variant]:.2f}", _interval(p),
+                      "yes" if ok else "**no**"]
         out.append(f"| {row.setting} | {row.what} | {len(seeds) or '-'} | " + " | ".join(cells) + " |")
     out.append("")
     out.append(("Every set meets the rule." if not failed else "Not met: " + ", ".join(failed) + ".") +
@@ -747,8 +748,9 @@ VERDICTS: dict[str, list[Verdict]] = {
     ],
     "imbalance-verdict": [Verdict("imbalance.json", "multimix class-balanced",
                                   ("erm", "multimix clean_weight=1.0", "multimix prob=0.5")),
-                          Verdict("imbalance.json", "multimix class-balanced prob=0.5", ("erm", "multimix class-balanced"),
-                                  ("digits-lite0-lt",), label="class-balanced, half the steps")],
+                          Verdict("imbalance.json", "multimix class-balanced prob=0.5",
+                                  ("erm", "multimix class-balanced"), ("digits-lite0-lt",),
+                                  label="class-balanced, half the steps")],
     "imbalance-default-verdict": [Verdict("imbalance_default.json", "multimix clean_weight=1.0",
                                           ("erm", "multimix prob=0.5"))],
     # issue 20: a user's image folder with the CLI's defaults for it, against the old ones (64 px, no augmentation)
@@ -767,7 +769,8 @@ VERDICTS["text-defaults-verdict"] = [Verdict("text_defaults.json", "multimix cla
                                      Verdict("text_defaults.json", "multimix clean_weight=1.0", ("erm",),
                                              label="MultiMix, Dir(alpha) weights (the default until 2026-12)"),
                                      Verdict("text_defaults.json", "multimix class-balanced prob=0.5",
-                                             ("erm", "multimix class-balanced"), label="class-balanced, half the steps"),
+                                             ("erm", "multimix class-balanced"),
+                                             label="class-balanced, half the steps"),
                                      Verdict("text_defaults.json", "dense-multimix",
                                              ("erm", "multimix class-balanced"), label="Dense MultiMix"),
                                      Verdict("text_defaults.json", "multimix class-balanced sd",
